@@ -1,0 +1,317 @@
+/* dispatch.c - the one place that picks a kernel variant from CPU features,
+ * validates arguments and splits work over the thread pool. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_internal.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+static const char *const VARIANT_NAMES[NANO_VARIANT_COUNT] = {"scalar", "avx2", "avx512", "neon",
+                                                              "neondot"};
+
+NANO_API const char *nano_kernel_status_string(int status) {
+    switch (status) {
+    case NANO_K_OK: return "ok";
+    case NANO_K_ERR_NULL: return "null pointer";
+    case NANO_K_ERR_SHAPE: return "bad or mismatched shape";
+    case NANO_K_ERR_GROUP: return "unsupported group size (must be 32, 64 or 128)";
+    case NANO_K_ERR_ALIGN: return "misaligned pointer";
+    case NANO_K_ERR_UNSUPPORTED: return "kernel variant not available on this build/CPU";
+    case NANO_K_ERR_SCRATCH: return "scratch buffer too small";
+    case NANO_K_ERR_THREADS: return "bad thread count or thread pool failure";
+    default: return "unknown status";
+    }
+}
+
+/* ---- variants ------------------------------------------------------------- */
+static const nano_kernel_table *table_of(int v) {
+    switch (v) {
+    case NANO_VARIANT_SCALAR: return &nano_kernels_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+    case NANO_VARIANT_AVX2: return &nano_kernels_avx2;
+    case NANO_VARIANT_AVX512: return &nano_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+    case NANO_VARIANT_NEON: return &nano_kernels_neon;
+    case NANO_VARIANT_NEONDOT: return &nano_kernels_neondot;
+#endif
+    default: return NULL;
+    }
+}
+
+static int cpu_supports(int v) {
+    switch (v) {
+    case NANO_VARIANT_SCALAR: return 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+    case NANO_VARIANT_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case NANO_VARIANT_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma");
+#endif
+#if defined(__aarch64__)
+    case NANO_VARIANT_NEON: return 1; /* ASIMD is mandatory on AArch64 */
+    case NANO_VARIANT_NEONDOT:
+#if defined(__linux__)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+        return 0;
+#endif
+#endif
+    default: return 0;
+    }
+}
+
+NANO_API int nano_kernel_variant_available(int v) {
+    if (v < 0 || v >= NANO_VARIANT_COUNT) return 0;
+    return table_of(v) != NULL && cpu_supports(v);
+}
+
+NANO_API const char *nano_kernel_variant_name(int v) {
+    return (v >= 0 && v < NANO_VARIANT_COUNT) ? VARIANT_NAMES[v] : NULL;
+}
+
+NANO_API int nano_kernel_variant_from_name(const char *name) {
+    if (!name) return NANO_K_ERR_NULL;
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++)
+        if (strcmp(name, VARIANT_NAMES[v]) == 0) return v;
+    return NANO_K_ERR_UNSUPPORTED;
+}
+
+static int auto_variant(void) {
+    const char *env = getenv("NANO_KERNEL");
+    if (env && *env) {
+        const int v = nano_kernel_variant_from_name(env);
+        if (v >= 0 && nano_kernel_variant_available(v)) return v;
+    }
+    static const int order[] = {NANO_VARIANT_AVX512, NANO_VARIANT_AVX2, NANO_VARIANT_NEONDOT,
+                                NANO_VARIANT_NEON};
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+        if (nano_kernel_variant_available(order[i])) return order[i];
+    return NANO_VARIANT_SCALAR;
+}
+
+static atomic_int g_variant = -1;
+
+NANO_API int nano_kernel_variant(void) {
+    int v = atomic_load_explicit(&g_variant, memory_order_acquire);
+    if (v < 0) {
+        v = auto_variant();
+        atomic_store_explicit(&g_variant, v, memory_order_release);
+    }
+    return v;
+}
+
+NANO_API int nano_kernel_set_variant(int v) {
+    if (v == -1) {
+        atomic_store(&g_variant, auto_variant());
+        return NANO_K_OK;
+    }
+    if (!nano_kernel_variant_available(v)) return NANO_K_ERR_UNSUPPORTED;
+    atomic_store(&g_variant, v);
+    return NANO_K_OK;
+}
+
+static const nano_kernel_table *active(void) { return table_of(nano_kernel_variant()); }
+
+/* ---- validation ----------------------------------------------------------- */
+#define MAX_DIM (1 << 26)
+#define ALIGNED(p, a) ((((uintptr_t)(const void *)(p)) & ((a) - 1)) == 0)
+
+static int check_q4(const nano_q4_matrix *w) {
+    if (!w || !w->qweight || !w->scales) return NANO_K_ERR_NULL;
+    if (w->n < 1 || w->n > MAX_DIM || w->k < NANO_QK || w->k > MAX_DIM || w->k % NANO_QK)
+        return NANO_K_ERR_SHAPE;
+    if (w->group_size != 32 && w->group_size != 64 && w->group_size != 128) return NANO_K_ERR_GROUP;
+    if (!ALIGNED(w->scales, 2) || (w->mins && !ALIGNED(w->mins, 2))) return NANO_K_ERR_ALIGN;
+    return NANO_K_OK;
+}
+
+static int check_q8(const nano_q8_matrix *w) {
+    if (!w || !w->qweight || !w->scales) return NANO_K_ERR_NULL;
+    if (w->n < 1 || w->n > MAX_DIM || w->k < NANO_QK || w->k > MAX_DIM || w->k % NANO_QK)
+        return NANO_K_ERR_SHAPE;
+    if (!ALIGNED(w->scales, 2)) return NANO_K_ERR_ALIGN;
+    return NANO_K_OK;
+}
+
+static int check_f32_io(const float *x, const float *y, int m) {
+    if (!x || !y) return NANO_K_ERR_NULL;
+    if (m < 1 || m > MAX_DIM) return NANO_K_ERR_SHAPE;
+    if (!ALIGNED(x, 4) || !ALIGNED(y, 4)) return NANO_K_ERR_ALIGN;
+    return NANO_K_OK;
+}
+
+static int check_act(const nano_q8_act *a, int k, const float *y) {
+    if (!a || !a->q || !a->d || !a->ds || !y) return NANO_K_ERR_NULL;
+    if (a->k != k || a->m < 1 || a->m > MAX_DIM) return NANO_K_ERR_SHAPE;
+    if (!ALIGNED(a->d, 4) || !ALIGNED(a->ds, 4) || !ALIGNED(y, 4)) return NANO_K_ERR_ALIGN;
+    return NANO_K_OK;
+}
+
+/* ---- q8 activation buffer ---------------------------------------------------- */
+NANO_API size_t nano_q8_act_bytes(int m, int k) {
+    if (m < 1 || k < NANO_QK || k % NANO_QK || m > MAX_DIM || k > MAX_DIM) return 0;
+    const size_t nb = (size_t)m * (size_t)(k / NANO_QK);
+    const size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
+    return qbytes + 2 * nb * sizeof(float);
+}
+
+NANO_API int nano_q8_act_init(nano_q8_act *act, void *buf, size_t bytes, int m, int k) {
+    if (!act || !buf) return NANO_K_ERR_NULL;
+    const size_t need = nano_q8_act_bytes(m, k);
+    if (need == 0) return NANO_K_ERR_SHAPE;
+    if (!ALIGNED(buf, 4)) return NANO_K_ERR_ALIGN;
+    if (bytes < need) return NANO_K_ERR_SCRATCH;
+    const size_t nb = (size_t)m * (size_t)(k / NANO_QK);
+    const size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
+    act->q = (int8_t *)buf;
+    act->d = (float *)((char *)buf + qbytes);
+    act->ds = act->d + nb;
+    act->m = m;
+    act->k = k;
+    return NANO_K_OK;
+}
+
+/* ---- work splitting ------------------------------------------------------------- */
+enum { JOB_Q4_F32, JOB_Q4_Q8, JOB_Q8_F32, JOB_Q8_Q8, JOB_QUANT };
+
+typedef struct {
+    const nano_kernel_table *t;
+    int kind, m, n;
+    const void *w;
+    const void *x;
+    float *y;
+    nano_q8_act *act; /* JOB_QUANT */
+} job_t;
+
+#define ROW_ALIGN 16 /* output rows per thread chunk are a multiple of this */
+
+static void split(int total, int align, int tid, int nt, int *lo, int *hi) {
+    int chunk = (total + nt - 1) / nt;
+    chunk = (chunk + align - 1) / align * align;
+    *lo = tid * chunk < total ? tid * chunk : total;
+    *hi = *lo + chunk < total ? *lo + chunk : total;
+}
+
+static void job_fn(void *arg, int tid, int nt) {
+    const job_t *j = (const job_t *)arg;
+    int lo, hi;
+    if (j->kind == JOB_QUANT) {
+        split(j->m, 1, tid, nt, &lo, &hi);
+        const float *x = (const float *)j->x;
+        const int k = j->act->k, nb = k / NANO_QK;
+        for (int i = lo; i < hi; i++)
+            j->t->quant_row(x + (size_t)i * k, k, j->act->q + (size_t)i * k,
+                            j->act->d + (size_t)i * nb, j->act->ds + (size_t)i * nb);
+        return;
+    }
+    split(j->n, ROW_ALIGN, tid, nt, &lo, &hi);
+    if (lo >= hi) return;
+    switch (j->kind) {
+    case JOB_Q4_F32: j->t->q4_f32(j->w, j->x, j->y, j->m, lo, hi); break;
+    case JOB_Q4_Q8: j->t->q4_q8(j->w, j->x, j->y, lo, hi); break;
+    case JOB_Q8_F32: j->t->q8_f32(j->w, j->x, j->y, j->m, lo, hi); break;
+    case JOB_Q8_Q8: j->t->q8_q8(j->w, j->x, j->y, lo, hi); break;
+    }
+}
+
+static int run_job(job_t *j, nano_pool *pool) {
+    j->t = active();
+    /* small problems are not worth waking the workers */
+    const int par = j->kind == JOB_QUANT ? j->m >= 2 : j->n >= 2 * ROW_ALIGN;
+    if (!pool || nano_pool_size(pool) == 1 || !par) {
+        job_fn(j, 0, 1);
+        return NANO_K_OK;
+    }
+    return nano_pool_run(pool, job_fn, j);
+}
+
+NANO_API int nano_quantize_act_q8(const float *x, int m, int k, nano_q8_act *act,
+                                  nano_pool *pool) {
+    if (!x || !act || !act->q || !act->d || !act->ds) return NANO_K_ERR_NULL;
+    if (m < 1 || k < NANO_QK || k % NANO_QK || act->k != k || m > act->m) return NANO_K_ERR_SHAPE;
+    if (!ALIGNED(x, 4) || !ALIGNED(act->d, 4) || !ALIGNED(act->ds, 4)) return NANO_K_ERR_ALIGN;
+    act->m = m;
+    job_t j = {NULL, JOB_QUANT, m, 0, NULL, x, NULL, act};
+    return run_job(&j, pool);
+}
+
+NANO_API int nano_q4_matmul_f32(const nano_q4_matrix *w, const float *x, float *y, int m,
+                                nano_pool *pool) {
+    int st = check_q4(w);
+    if (st == NANO_K_OK) st = check_f32_io(x, y, m);
+    if (st != NANO_K_OK) return st;
+    job_t j = {NULL, JOB_Q4_F32, m, w->n, w, x, y, NULL};
+    return run_job(&j, pool);
+}
+
+NANO_API int nano_q4_matmul_q8act(const nano_q4_matrix *w, const nano_q8_act *x, float *y,
+                                  nano_pool *pool) {
+    int st = check_q4(w);
+    if (st == NANO_K_OK) st = check_act(x, w->k, y);
+    if (st != NANO_K_OK) return st;
+    job_t j = {NULL, JOB_Q4_Q8, x->m, w->n, w, x, y, NULL};
+    return run_job(&j, pool);
+}
+
+NANO_API int nano_q8_matmul_f32(const nano_q8_matrix *w, const float *x, float *y, int m,
+                                nano_pool *pool) {
+    int st = check_q8(w);
+    if (st == NANO_K_OK) st = check_f32_io(x, y, m);
+    if (st != NANO_K_OK) return st;
+    job_t j = {NULL, JOB_Q8_F32, m, w->n, w, x, y, NULL};
+    return run_job(&j, pool);
+}
+
+NANO_API int nano_q8_matmul_q8act(const nano_q8_matrix *w, const nano_q8_act *x, float *y,
+                                  nano_pool *pool) {
+    int st = check_q8(w);
+    if (st == NANO_K_OK) st = check_act(x, w->k, y);
+    if (st != NANO_K_OK) return st;
+    job_t j = {NULL, JOB_Q8_Q8, x->m, w->n, w, x, y, NULL};
+    return run_job(&j, pool);
+}
+
+NANO_API int nano_q4_dequant_row(const nano_q4_matrix *w, int row, float *out) {
+    int st = check_q4(w);
+    if (st != NANO_K_OK) return st;
+    if (!out) return NANO_K_ERR_NULL;
+    if (!ALIGNED(out, 4)) return NANO_K_ERR_ALIGN;
+    if (row < 0 || row >= w->n) return NANO_K_ERR_SHAPE;
+    const int ng = nano_q4_ngroups(w);
+    const uint8_t *qr = w->qweight + (size_t)row * (w->k / 2);
+    for (int k = 0; k < w->k; k++) {
+        const int g = k / w->group_size, q = nano_q4_code(qr, k);
+        const float s = nano_h2f(w->scales[(size_t)row * ng + g]);
+        out[k] = w->mins ? s * (float)q + nano_h2f(w->mins[(size_t)row * ng + g])
+                         : s * (float)(q - 8);
+    }
+    return NANO_K_OK;
+}
+
+NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out) {
+    int st = check_q8(w);
+    if (st != NANO_K_OK) return st;
+    if (!out) return NANO_K_ERR_NULL;
+    if (!ALIGNED(out, 4)) return NANO_K_ERR_ALIGN;
+    if (row < 0 || row >= w->n) return NANO_K_ERR_SHAPE;
+    const int nb = w->k / NANO_QK;
+    for (int k = 0; k < w->k; k++)
+        out[k] = nano_h2f(w->scales[(size_t)row * nb + k / NANO_QK]) *
+                 (float)w->qweight[(size_t)row * w->k + k];
+    return NANO_K_OK;
+}

@@ -1,0 +1,320 @@
+/* q4_avx2.c - AVX2 + FMA + F16C kernels (x86-64 since Haswell / Zen).
+ *
+ * int4 x int8: two 32-column blocks (32 bytes of codes) at a time. The low
+ * nibbles of the 32 bytes are columns 0..15 of blocks b and b+1, the high
+ * nibbles columns 16..31, so activations are permuted to match
+ * ([b 0..15 | b+1 0..15], [b 16..31 | b+1 16..31]) once per tile and shared
+ * by the NR weight rows. maddubs (u8 code x s8 act -> s16 pairs, at most
+ * 2*15*127 so never saturating) + madd(1) give 8 int32 lanes: lanes 0..3
+ * belong to block b, 4..7 to block b+1. Each lane is scaled by its block's
+ * activation scale and the symmetric zero point is folded in per lane
+ * (-8 * ds / 4 per lane), so one fma per block pair and row finishes it.
+ * Rows are processed NR at a time against MR activation rows (GEMM reuses
+ * each unpacked weight pair for MR activation rows). Tails use scalar code. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels_internal.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* [a0, a1] (two floats at p) -> [a0 x4, a1 x4] */
+INLINE __m256 expand2(__m128 v2) {
+    const __m256i idx = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v2), idx);
+}
+INLINE __m128 load2f(const float *p) { return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p)); }
+INLINE __m128 load2h(const uint16_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(v));
+}
+
+/* scalar tail: block b of weight row n against act row i, including its zero/min term */
+static float q4_q8_tail_block(const nano_q4_matrix *w, int n, const nano_q8_act *x, int i, int b) {
+    const int K = w->k, ng = nano_q4_ngroups(w), g = b * NANO_QK / w->group_size;
+    const uint8_t *blk = w->qweight + (size_t)n * (K / 2) + (size_t)b * NANO_Q4_BLOCK_BYTES;
+    const int8_t *xq = x->q + (size_t)i * K + (size_t)b * NANO_QK;
+    int32_t isum = 0;
+    for (int j = 0; j < 16; j++) isum += (blk[j] & 15) * xq[j] + (blk[j] >> 4) * xq[j + 16];
+    const size_t xb = (size_t)i * (K / NANO_QK) + b;
+    const float s = h2f(w->scales[(size_t)n * ng + g]);
+    const float ds = x->ds[xb];
+    if (w->mins) return s * (x->d[xb] * (float)isum) + h2f(w->mins[(size_t)n * ng + g]) * ds;
+    return s * (x->d[xb] * (float)isum - 8.0f * ds);
+}
+
+/* NR weight rows starting at n  x  MR activation rows starting at i. */
+INLINE void q4q8_tile(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n, int i,
+                      const int NR, const int MR, const int G32, const int ASYM) {
+    const int K = w->k, nb = K / NANO_QK, ng = nano_q4_ngroups(w);
+    const int gshift = w->group_size == 64 ? 1 : 2; /* blocks per group = 1 << gshift (G > 32) */
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[NR][MR];
+    for (int r = 0; r < NR; r++)
+        for (int m = 0; m < MR; m++) acc[r][m] = _mm256_setzero_ps();
+    const uint8_t *wr[NR];
+    const uint16_t *sc[NR], *mn[NR];
+    for (int r = 0; r < NR; r++) {
+        wr[r] = w->qweight + (size_t)(n + r) * (K / 2);
+        sc[r] = w->scales + (size_t)(n + r) * ng;
+        mn[r] = ASYM ? w->mins + (size_t)(n + r) * ng : NULL;
+    }
+    const int8_t *xr[MR];
+    const float *xd[MR], *xs[MR];
+    for (int m = 0; m < MR; m++) {
+        xr[m] = x->q + (size_t)(i + m) * K;
+        xd[m] = x->d + (size_t)(i + m) * nb;
+        xs[m] = x->ds + (size_t)(i + m) * nb;
+    }
+    const __m128 cz = _mm_set1_ps(ASYM ? 0.25f : -2.0f);
+    for (int b = 0; b + 1 < nb; b += 2) {
+        __m256i xlo[MR], xhi[MR];
+        __m256 dxv[MR], dsv[MR];
+        for (int m = 0; m < MR; m++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(xr[m] + b * 32));
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(xr[m] + b * 32 + 32));
+            xlo[m] = _mm256_permute2x128_si256(a, c, 0x20);
+            xhi[m] = _mm256_permute2x128_si256(a, c, 0x31);
+            dxv[m] = expand2(load2f(xd[m] + b));
+            dsv[m] = expand2(_mm_mul_ps(load2f(xs[m] + b), cz));
+        }
+        for (int r = 0; r < NR; r++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr[r] + b * 16));
+            const __m256i lo = _mm256_and_si256(wv, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+            __m256 sv, mv = _mm256_setzero_ps();
+            if (G32) {
+                sv = expand2(load2h(sc[r] + b));
+                if (ASYM) mv = expand2(load2h(mn[r] + b));
+            } else {
+                sv = _mm256_set1_ps(h2f(sc[r][b >> gshift]));
+                if (ASYM) mv = _mm256_set1_ps(h2f(mn[r][b >> gshift]));
+            }
+            for (int m = 0; m < MR; m++) {
+                const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo[m]),
+                                                     _mm256_maddubs_epi16(hi, xhi[m]));
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                if (ASYM) {
+                    acc[r][m] = _mm256_fmadd_ps(_mm256_mul_ps(f, dxv[m]), sv, acc[r][m]);
+                    acc[r][m] = _mm256_fmadd_ps(mv, dsv[m], acc[r][m]);
+                } else {
+                    acc[r][m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dxv[m], dsv[m]), sv, acc[r][m]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int m = 0; m < MR; m++) {
+            float v = hsum8(acc[r][m]);
+            if (nb & 1) v += q4_q8_tail_block(w, n + r, x, i + m, nb - 1);
+            y[(size_t)(i + m) * w->n + n + r] = v;
+        }
+}
+
+#define MB 64 /* activation rows per cache block in GEMM */
+
+#define Q4Q8_VARIANT(NAME, G32, ASYM)                                                     \
+    static void NAME(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) { \
+        const int M = x->m;                                                               \
+        for (int i0 = 0; i0 < M; i0 += MB) {                                              \
+            const int i1 = i0 + MB < M ? i0 + MB : M;                                     \
+            int n = n0;                                                                   \
+            for (; n + 4 <= n1; n += 4) {                                                 \
+                int i = i0;                                                               \
+                for (; i + 2 <= i1; i += 2) q4q8_tile(w, x, y, n, i, 4, 2, G32, ASYM);    \
+                for (; i < i1; i++) q4q8_tile(w, x, y, n, i, 4, 1, G32, ASYM);            \
+            }                                                                             \
+            for (; n < n1; n++)                                                           \
+                for (int i = i0; i < i1; i++) q4q8_tile(w, x, y, n, i, 1, 1, G32, ASYM);  \
+        }                                                                                 \
+    }
+Q4Q8_VARIANT(q4q8_g32_sym, 1, 0)
+Q4Q8_VARIANT(q4q8_g32_asym, 1, 1)
+Q4Q8_VARIANT(q4q8_gx_sym, 0, 0)
+Q4Q8_VARIANT(q4q8_gx_asym, 0, 1)
+
+static void q4_q8_avx2(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    if (w->group_size == 32) (w->mins ? q4q8_g32_asym : q4q8_g32_sym)(w, x, y, n0, n1);
+    else (w->mins ? q4q8_gx_asym : q4q8_gx_sym)(w, x, y, n0, n1);
+}
+
+/* ---- int4 x fp32 ----------------------------------------------------------
+ * Per group: gacc = sum q * x (codes widened to fp32), gx = sum x (shared by the
+ * rows); then y += s * (gacc - 8 gx)   or   s * gacc + min * gx. */
+INLINE void q4f32_tile(const nano_q4_matrix *w, const float *xr, float *yr, int n, const int NR,
+                       const int ASYM) {
+    const int K = w->k, G = w->group_size, ng = nano_q4_ngroups(w);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m256 tot[NR];
+    const uint8_t *wr[NR];
+    for (int r = 0; r < NR; r++) {
+        tot[r] = _mm256_setzero_ps();
+        wr[r] = w->qweight + (size_t)(n + r) * (K / 2);
+    }
+    for (int g = 0; g < ng; g++) {
+        const int k0 = g * G, k1 = k0 + G < K ? k0 + G : K;
+        __m256 gacc[NR], gx = _mm256_setzero_ps();
+        for (int r = 0; r < NR; r++) gacc[r] = _mm256_setzero_ps();
+        for (int k = k0; k < k1; k += 32) {
+            const __m256 x0 = _mm256_loadu_ps(xr + k), x1 = _mm256_loadu_ps(xr + k + 8);
+            const __m256 x2 = _mm256_loadu_ps(xr + k + 16), x3 = _mm256_loadu_ps(xr + k + 24);
+            gx = _mm256_add_ps(gx, _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+            for (int r = 0; r < NR; r++) {
+                const __m128i v = _mm_loadu_si128((const __m128i *)(wr[r] + k / 2));
+                const __m128i lo = _mm_and_si128(v, m4);
+                const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+                const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+                const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+                const __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+                const __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+                gacc[r] = _mm256_fmadd_ps(q0, x0, gacc[r]);
+                gacc[r] = _mm256_fmadd_ps(q1, x1, gacc[r]);
+                gacc[r] = _mm256_fmadd_ps(q2, x2, gacc[r]);
+                gacc[r] = _mm256_fmadd_ps(q3, x3, gacc[r]);
+            }
+        }
+        for (int r = 0; r < NR; r++) {
+            const __m256 s = _mm256_set1_ps(h2f(w->scales[(size_t)(n + r) * ng + g]));
+            if (ASYM) {
+                const __m256 mn = _mm256_set1_ps(h2f(w->mins[(size_t)(n + r) * ng + g]));
+                tot[r] = _mm256_fmadd_ps(s, gacc[r], _mm256_fmadd_ps(mn, gx, tot[r]));
+            } else {
+                const __m256 c = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), gx, gacc[r]);
+                tot[r] = _mm256_fmadd_ps(s, c, tot[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) yr[n + r] = hsum8(tot[r]);
+}
+
+void nano_q4_f32_avx2(const nano_q4_matrix *w, const float *x, float *y, int m, int n0, int n1) {
+    for (int i = 0; i < m; i++) {
+        const float *xr = x + (size_t)i * w->k;
+        float *yr = y + (size_t)i * w->n;
+        int n = n0;
+        if (w->mins) {
+            for (; n + 4 <= n1; n += 4) q4f32_tile(w, xr, yr, n, 4, 1);
+            for (; n < n1; n++) q4f32_tile(w, xr, yr, n, 1, 1);
+        } else {
+            for (; n + 4 <= n1; n += 4) q4f32_tile(w, xr, yr, n, 4, 0);
+            for (; n < n1; n++) q4f32_tile(w, xr, yr, n, 1, 0);
+        }
+    }
+}
+
+/* ---- int8 weights ---------------------------------------------------------- */
+INLINE void q8f32_tile(const nano_q8_matrix *w, const float *xr, float *yr, int n, const int NR) {
+    const int K = w->k, nb = K / NANO_QK;
+    __m256 tot[NR];
+    for (int r = 0; r < NR; r++) tot[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const float *xb = xr + b * 32;
+        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+        const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+        for (int r = 0; r < NR; r++) {
+            const int8_t *wb = w->qweight + (size_t)(n + r) * K + b * 32;
+#define CVT8(off) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(wb + off))))
+            __m256 a = _mm256_mul_ps(CVT8(0), x0);
+            a = _mm256_fmadd_ps(CVT8(8), x1, a);
+            a = _mm256_fmadd_ps(CVT8(16), x2, a);
+            a = _mm256_fmadd_ps(CVT8(24), x3, a);
+#undef CVT8
+            tot[r] = _mm256_fmadd_ps(a, _mm256_set1_ps(h2f(w->scales[(size_t)(n + r) * nb + b])), tot[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) yr[n + r] = hsum8(tot[r]);
+}
+
+void nano_q8_f32_avx2(const nano_q8_matrix *w, const float *x, float *y, int m, int n0, int n1) {
+    for (int i = 0; i < m; i++) {
+        const float *xr = x + (size_t)i * w->k;
+        float *yr = y + (size_t)i * w->n;
+        int n = n0;
+        for (; n + 4 <= n1; n += 4) q8f32_tile(w, xr, yr, n, 4);
+        for (; n < n1; n++) q8f32_tile(w, xr, yr, n, 1);
+    }
+}
+
+INLINE void q8q8_tile(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n, int i,
+                      const int NR) {
+    const int K = w->k, nb = K / NANO_QK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *xr = x->q + (size_t)i * K;
+    const float *xd = x->d + (size_t)i * nb;
+    __m256 tot[NR];
+    for (int r = 0; r < NR; r++) tot[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + b * 32));
+        const __m256 dx = _mm256_set1_ps(xd[b]);
+        for (int r = 0; r < NR; r++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(w->qweight + (size_t)(n + r) * K + b * 32));
+            /* |w| (u8, 128 for -128 is right) times x with w's sign: max 2*128*127 fits s16 */
+            const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            const __m256 d = _mm256_mul_ps(dx, _mm256_set1_ps(h2f(w->scales[(size_t)(n + r) * nb + b])));
+            tot[r] = _mm256_fmadd_ps(f, d, tot[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) y[(size_t)i * w->n + n + r] = hsum8(tot[r]);
+}
+
+static void q8_q8_avx2(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    for (int i = 0; i < x->m; i++) {
+        int n = n0;
+        for (; n + 4 <= n1; n += 4) q8q8_tile(w, x, y, n, i, 4);
+        for (; n < n1; n++) q8q8_tile(w, x, y, n, i, 1);
+    }
+}
+
+/* ---- activation quantization (bit-identical to nano_quant_row_scalar) ----- */
+void nano_quant_row_avx2(const float *x, int k, int8_t *q, float *d, float *ds) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int b = 0; b < k / NANO_QK; b++) {
+        const float *xb = x + b * 32;
+        __m256 v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(xb + 8 * j);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                                  _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (!(amax == amax)) { /* NaN somewhere: let the reference define it */
+            nano_quant_row_scalar(xb, 32, q + b * 32, d + b, ds + b);
+            continue;
+        }
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        __m256i iv[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 t = _mm256_mul_ps(v[j], idv);
+            t = _mm256_and_ps(t, _mm256_cmp_ps(t, t, _CMP_ORD_Q)); /* inf*0 -> 0 like the reference */
+            iv[j] = _mm256_cvtps_epi32(t);                          /* round half even */
+        }
+        const __m256i s = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        const __m256i p16a = _mm256_packs_epi32(iv[0], iv[1]);
+        const __m256i p16b = _mm256_packs_epi32(iv[2], iv[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * 32), p8);
+        d[b] = amax / 127.0f;
+        ds[b] = d[b] * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+const nano_kernel_table nano_kernels_avx2 = {
+    "avx2", nano_q4_f32_avx2, q4_q8_avx2, nano_q8_f32_avx2, q8_q8_avx2, nano_quant_row_avx2,
+};

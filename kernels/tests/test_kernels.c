@@ -1,0 +1,221 @@
+/* test_kernels.c - every available variant against the scalar reference.
+ *
+ * fp32 paths: |y - y_ref| <= 5e-5 * sum_k |W x| + 1e-6 (float reassociation).
+ * int8 paths: on integer-valued data (power-of-two scales, integer mins,
+ *             activations already on the int8 grid) every term is exact in
+ *             fp32, so results must be bit-identical; activation quantization
+ *             is bit-identical on any finite input.
+ * Prints "available: <v>..." and "selected: <v>"; exit status 0 = pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nano_kernels.h"
+
+static int g_fail = 0;
+#define CHECK(cond, ...)                                           \
+    do {                                                           \
+        if (!(cond)) {                                             \
+            g_fail++;                                              \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
+            fprintf(stderr, __VA_ARGS__);                          \
+            fprintf(stderr, "\n");                                 \
+        }                                                          \
+    } while (0)
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
+
+typedef struct {
+    nano_q4_matrix w;
+    uint8_t *qw;
+    uint16_t *sc, *mn;
+} q4buf;
+
+static void make_q4(q4buf *b, int n, int k, int g, int asym, int exact) {
+    const int ng = (k + g - 1) / g;
+    b->qw = malloc((size_t)n * k / 2);
+    b->sc = malloc((size_t)n * ng * 2);
+    b->mn = asym ? malloc((size_t)n * ng * 2) : NULL;
+    for (size_t i = 0; i < (size_t)n * k / 2; i++) b->qw[i] = (uint8_t)rnd();
+    for (size_t i = 0; i < (size_t)n * ng; i++) {
+        const float s = exact ? ldexpf(1.0f, (int)(rnd() % 3) - 1) : 0.01f + 0.02f * (frand() + 1.0f);
+        b->sc[i] = nano_fp32_to_fp16(s);
+        if (asym) b->mn[i] = nano_fp32_to_fp16(exact ? (float)((int)(rnd() % 17) - 8) : -8.0f * s * (1.0f + 0.1f * frand()));
+    }
+    b->w = (nano_q4_matrix){b->qw, b->sc, b->mn, n, k, g};
+}
+static void free_q4(q4buf *b) { free(b->qw); free(b->sc); free(b->mn); }
+
+static float *make_x(int m, int k, int exact) {
+    float *x = malloc((size_t)m * k * sizeof(float));
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        x[i] = exact ? (float)((int)(rnd() % 255) - 127) : frand();
+    if (exact) /* every block reaches |127| so the act scale is exactly 1 */
+        for (size_t b = 0; b < (size_t)m * k / 32; b++) x[b * 32 + rnd() % 32] = (rnd() & 1) ? 127.0f : -127.0f;
+    return x;
+}
+
+/* sum |W| |x| per output, for the fp tolerance */
+static void absdot_q4(const nano_q4_matrix *w, const float *x, int m, float *out) {
+    float *row = malloc((size_t)w->k * sizeof(float));
+    for (int n = 0; n < w->n; n++) {
+        nano_q4_dequant_row(w, n, row);
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int k = 0; k < w->k; k++) s += fabs(row[k] * x[(size_t)i * w->k + k]);
+            out[(size_t)i * w->n + n] = (float)s;
+        }
+    }
+    free(row);
+}
+
+static int nvariants(int *vs) {
+    int c = 0;
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++)
+        if (nano_kernel_variant_available(v)) vs[c++] = v;
+    return c;
+}
+
+static void test_q4(nano_pool *pool, int n, int k, int g, int asym, int m) {
+    int vs[NANO_VARIANT_COUNT];
+    const int nv = nvariants(vs);
+    for (int exact = 0; exact < 2; exact++) {
+        q4buf b;
+        make_q4(&b, n, k, g, asym, exact);
+        float *x = make_x(m, k, exact);
+        float *ref = malloc((size_t)m * n * 4), *out = malloc((size_t)m * n * 4), *tol = malloc((size_t)m * n * 4);
+        size_t ab = nano_q8_act_bytes(m, k);
+        void *abuf = calloc(1, ab), *abuf_ref = calloc(1, ab);
+        nano_q8_act act, act_ref;
+        CHECK(nano_q8_act_init(&act_ref, abuf_ref, ab, m, k) == 0, "act init");
+        CHECK(nano_q8_act_init(&act, abuf, ab, m, k) == 0, "act init");
+        absdot_q4(&b.w, x, m, tol);
+        nano_kernel_set_variant(NANO_VARIANT_SCALAR);
+        /* fp32 reference */
+        CHECK(nano_q4_matmul_f32(&b.w, x, ref, m, NULL) == 0, "scalar q4 f32");
+        float *ref8 = malloc((size_t)m * n * 4);
+        CHECK(nano_quantize_act_q8(x, m, k, &act_ref, NULL) == 0, "quant");
+        CHECK(nano_q4_matmul_q8act(&b.w, &act_ref, ref8, NULL) == 0, "scalar q4 q8");
+        for (int vi = 0; vi < nv; vi++) {
+            nano_kernel_set_variant(vs[vi]);
+            const char *vn = nano_kernel_variant_name(vs[vi]);
+            CHECK(nano_q4_matmul_f32(&b.w, x, out, m, pool) == 0, "q4 f32");
+            for (size_t i = 0; i < (size_t)m * n; i++)
+                CHECK(fabsf(out[i] - ref[i]) <= 5e-5f * tol[i] + 1e-6f,
+                      "%s q4_f32 n=%d k=%d g=%d asym=%d m=%d i=%zu: %g vs %g", vn, n, k, g, asym, m, i, out[i], ref[i]);
+            CHECK(nano_quantize_act_q8(x, m, k, &act, pool) == 0, "quant");
+            CHECK(memcmp(abuf, abuf_ref, ab) == 0, "%s quantize_act_q8 not bit-identical k=%d m=%d", vn, k, m);
+            CHECK(nano_q4_matmul_q8act(&b.w, &act, out, pool) == 0, "q4 q8");
+            for (size_t i = 0; i < (size_t)m * n; i++) {
+                if (exact) CHECK(out[i] == ref8[i], "%s q4_q8 exact n=%d k=%d g=%d asym=%d m=%d i=%zu: %.9g vs %.9g", vn, n, k, g, asym, m, i, out[i], ref8[i]);
+                else CHECK(fabsf(out[i] - ref8[i]) <= 5e-5f * tol[i] + 1e-6f, "%s q4_q8 n=%d k=%d g=%d i=%zu: %g vs %g", vn, n, k, g, i, out[i], ref8[i]);
+                if (exact) CHECK(ref8[i] == ref[i], "scalar q8act != f32 on exact data i=%zu %g %g", i, ref8[i], ref[i]);
+            }
+        }
+        free(ref8); free(x); free(ref); free(out); free(tol); free(abuf); free(abuf_ref);
+        free_q4(&b);
+    }
+}
+
+static void test_q8(nano_pool *pool, int n, int k, int m) {
+    int vs[NANO_VARIANT_COUNT];
+    const int nv = nvariants(vs);
+    for (int exact = 0; exact < 2; exact++) {
+        int8_t *qw = malloc((size_t)n * k);
+        uint16_t *sc = malloc((size_t)n * k / 32 * 2);
+        for (size_t i = 0; i < (size_t)n * k; i++) qw[i] = (int8_t)rnd();
+        for (size_t i = 0; i < (size_t)n * k / 32; i++)
+            sc[i] = nano_fp32_to_fp16(exact ? ldexpf(1.0f, (int)(rnd() % 3) - 1) : 0.001f + 0.01f * (frand() + 1));
+        nano_q8_matrix w = {qw, sc, n, k};
+        float *x = make_x(m, k, exact);
+        float *ref = malloc((size_t)m * n * 4), *ref8 = malloc((size_t)m * n * 4), *out = malloc((size_t)m * n * 4);
+        size_t ab = nano_q8_act_bytes(m, k);
+        void *abuf = malloc(ab);
+        nano_q8_act act;
+        nano_q8_act_init(&act, abuf, ab, m, k);
+        nano_kernel_set_variant(NANO_VARIANT_SCALAR);
+        CHECK(nano_q8_matmul_f32(&w, x, ref, m, NULL) == 0, "q8 f32");
+        nano_quantize_act_q8(x, m, k, &act, NULL);
+        CHECK(nano_q8_matmul_q8act(&w, &act, ref8, NULL) == 0, "q8 q8");
+        float *row = malloc((size_t)k * 4);
+        for (int vi = 0; vi < nv; vi++) {
+            nano_kernel_set_variant(vs[vi]);
+            const char *vn = nano_kernel_variant_name(vs[vi]);
+            CHECK(nano_q8_matmul_f32(&w, x, out, m, pool) == 0, "q8 f32");
+            for (int nn = 0; nn < n; nn++) {
+                nano_q8_dequant_row(&w, nn, row);
+                for (int i = 0; i < m; i++) {
+                    double t = 0;
+                    for (int kk = 0; kk < k; kk++) t += fabs(row[kk] * x[(size_t)i * k + kk]);
+                    const size_t o = (size_t)i * n + nn;
+                    CHECK(fabsf(out[o] - ref[o]) <= 5e-5f * (float)t + 1e-6f, "%s q8_f32 %g vs %g", vn, out[o], ref[o]);
+                }
+            }
+            CHECK(nano_q8_matmul_q8act(&w, &act, out, pool) == 0, "q8 q8");
+            for (size_t i = 0; i < (size_t)m * n; i++) {
+                if (exact) CHECK(out[i] == ref8[i], "%s q8_q8 exact i=%zu %.9g vs %.9g", vn, i, out[i], ref8[i]);
+                else CHECK(fabsf(out[i] - ref8[i]) <= 1e-4f * fabsf(ref8[i]) + 1e-3f, "%s q8_q8 %g vs %g", vn, out[i], ref8[i]);
+            }
+        }
+        free(row); free(qw); free(sc); free(x); free(ref); free(ref8); free(out); free(abuf);
+    }
+}
+
+static void test_bad_input(void) {
+    uint8_t qw[64 * 16];
+    uint16_t sc[64 * 2];
+    float x[64], y[64];
+    memset(qw, 0, sizeof qw); memset(sc, 0, sizeof sc); memset(x, 0, sizeof x);
+    nano_q4_matrix w = {qw, sc, NULL, 16, 64, 32};
+    CHECK(nano_q4_matmul_f32(&w, x, y, 1, NULL) == NANO_K_OK, "good call");
+    CHECK(nano_q4_matmul_f32(NULL, x, y, 1, NULL) == NANO_K_ERR_NULL, "null w");
+    CHECK(nano_q4_matmul_f32(&w, NULL, y, 1, NULL) == NANO_K_ERR_NULL, "null x");
+    CHECK(nano_q4_matmul_f32(&w, x, y, 0, NULL) == NANO_K_ERR_SHAPE, "m=0");
+    nano_q4_matrix bad = w; bad.group_size = 48;
+    CHECK(nano_q4_matmul_f32(&bad, x, y, 1, NULL) == NANO_K_ERR_GROUP, "group 48");
+    bad = w; bad.k = 48;
+    CHECK(nano_q4_matmul_f32(&bad, x, y, 1, NULL) == NANO_K_ERR_SHAPE, "k=48");
+    bad = w; bad.scales = (const uint16_t *)((const char *)sc + 1);
+    CHECK(nano_q4_matmul_f32(&bad, x, y, 1, NULL) == NANO_K_ERR_ALIGN, "misaligned scales");
+    CHECK(nano_q4_matmul_f32(&w, (const float *)((const char *)x + 2), y, 1, NULL) == NANO_K_ERR_ALIGN, "misaligned x");
+    char abuf[4096];
+    nano_q8_act act;
+    CHECK(nano_q8_act_init(&act, abuf, 10, 1, 64) == NANO_K_ERR_SCRATCH, "small scratch");
+    CHECK(nano_q8_act_init(&act, abuf, sizeof abuf, 1, 32) == NANO_K_OK, "act init");
+    CHECK(nano_quantize_act_q8(x, 1, 32, &act, NULL) == NANO_K_OK, "quant");
+    CHECK(nano_q4_matmul_q8act(&w, &act, y, NULL) == NANO_K_ERR_SHAPE, "k mismatch");
+    CHECK(nano_quantize_act_q8(x, 2, 32, &act, NULL) == NANO_K_ERR_SHAPE, "m > capacity");
+    CHECK(nano_kernel_set_variant(99) == NANO_K_ERR_UNSUPPORTED, "bad variant");
+    CHECK(nano_pool_run(NULL, NULL, NULL) == NANO_K_ERR_NULL, "pool null fn");
+}
+
+int main(void) {
+    printf("available:");
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++)
+        if (nano_kernel_variant_available(v)) printf(" %s", nano_kernel_variant_name(v));
+    printf("\nselected: %s\n", nano_kernel_variant_name(nano_kernel_variant()));
+    fflush(stdout);
+    test_bad_input();
+    static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}};
+    static const int groups[] = {32, 64, 128};
+    static const int ms[] = {1, 3, 5};
+    for (int t = 1; t <= 2; t++) {
+        nano_pool *pool = t > 1 ? nano_pool_create(t) : NULL;
+        CHECK(t == 1 || pool != NULL, "pool create");
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int gi = 0; gi < 3; gi++)
+                for (int asym = 0; asym < 2; asym++)
+                    test_q4(pool, shapes[s][0], shapes[s][1], groups[gi], asym, ms[(s + gi + asym) % 3]);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) test_q8(pool, shapes[s][0], shapes[s][1], ms[s % 3]);
+        nano_pool_free(pool);
+    }
+    nano_kernel_set_variant(-1);
+    printf("%s\n", g_fail ? "FAILED" : "PASSED");
+    return g_fail ? 1 : 0;
+}
