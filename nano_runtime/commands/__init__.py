@@ -1,0 +1,1 @@
+"""Subcommands of `nano`: one module each (NAME, HELP, add_arguments, run)."""
