@@ -1,0 +1,325 @@
+/* forward.c - the transformer forward pass for one batch of T <= n_batch tokens.
+ *
+ *   x = embed(tokens) [* sqrt(dim)]                                [T, dim]
+ *   per layer: x += [post_attn_norm] attn(attn_norm(x))
+ *              x += [post_mlp_norm]  mlp(mlp_norm(x))
+ *   logits = head(norm(x))      (last row only, or every row)      [T|1, vocab]
+ *
+ * It follows nano_runtime/model.py (the reference) operation by operation:
+ * RMSNorm in fp32 with the stored effective multiplier, QK-norm before RoPE,
+ * half-split RoPE per layer base, grouped-query attention with a causal mask
+ * and, on local layers, the window p - window < key <= p, scale
+ * query_pre_attn_scalar^-0.5, SwiGLU or GeGLU(tanh).
+ *
+ * Matmuls go through the kernels: with int8-quantized activations by default
+ * (nano_*_matmul_q8act), fp32 activations when params.precise is set. Prefill
+ * (T > 1) uses the same kernels with m = T (GEMM), decode m = 1 (GEMV).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+/* ---- fp16 -> fp32 table (attention over an fp16 KV cache) ----------------- */
+static float F16_TABLE[65536];
+static pthread_once_t F16_ONCE = PTHREAD_ONCE_INIT;
+static void f16_init(void) {
+    for (int i = 0; i < 65536; i++) F16_TABLE[i] = nano_fp16_to_fp32((uint16_t)i);
+}
+void nano_f16_lut_init(void) { pthread_once(&F16_ONCE, f16_init); }
+float nano_f16_lut(uint16_t h) { return F16_TABLE[h]; }
+
+/* ---- matmul dispatch -------------------------------------------------------- */
+typedef struct {
+    const nano_linear *w;
+    const float *x;
+    float *y;
+    int m;
+} plain_job;
+
+static void plain_task(void *arg, int tid, int nth) {
+    plain_job *j = arg;
+    const nano_linear *w = j->w;
+    int n = w->n, k = w->k;
+    int per = (n + nth - 1) / nth, lo = tid * per, hi = lo + per < n ? lo + per : n;
+    for (int r = lo; r < hi; r++) {
+        for (int i = 0; i < j->m; i++) {
+            const float *x = j->x + (size_t)i * k;
+            float s = 0;
+            if (w->type == LIN_F32) {
+                const float *row = (const float *)w->plain + (size_t)r * k;
+                for (int c = 0; c < k; c++) s += row[c] * x[c];
+            } else {
+                const uint16_t *row = (const uint16_t *)w->plain + (size_t)r * k;
+                for (int c = 0; c < k; c++) s += F16_TABLE[row[c]] * x[c];
+            }
+            j->y[(size_t)i * n + r] = s;
+        }
+    }
+}
+
+/* y [m, w->n] = x [m, w->k] W^T. When !precise, ctx->act must already hold x
+ * quantized (x_quantized = 1) or is filled here. */
+int nano_linear_matmul(nano_context *ctx, const nano_linear *w, const float *x, float *y, int m,
+                       int x_quantized) {
+    int rc = NANO_K_OK;
+    int precise = ctx->params.precise;
+    if ((w->type == LIN_Q4 || w->type == LIN_Q8) && !precise && !x_quantized) {
+        rc = nano_quantize_act_q8(x, m, w->k, &ctx->act, ctx->pool);
+        if (rc) goto out;
+    }
+    switch (w->type) {
+    case LIN_Q4:
+        rc = precise ? nano_q4_matmul_f32(&w->q4, x, y, m, ctx->pool)
+                     : nano_q4_matmul_q8act(&w->q4, &ctx->act, y, ctx->pool);
+        break;
+    case LIN_Q8:
+        rc = precise ? nano_q8_matmul_f32(&w->q8, x, y, m, ctx->pool)
+                     : nano_q8_matmul_q8act(&w->q8, &ctx->act, y, ctx->pool);
+        break;
+    default: {
+        plain_job j = {w, x, y, m};
+        rc = nano_pool_run(ctx->pool, plain_task, &j);
+    }
+    }
+out:
+    if (rc) return nano_set_error(NANO_ERR_KERNEL, "kernel error: %s", nano_kernel_status_string(rc));
+    return NANO_OK;
+}
+
+/* Quantize x [m, k] into ctx->act once for several matmuls sharing the input. */
+static int quantize_input(nano_context *ctx, const float *x, int m, int k) {
+    if (ctx->params.precise) return NANO_OK;
+    int rc = nano_quantize_act_q8(x, m, k, &ctx->act, ctx->pool);
+    if (rc) return nano_set_error(NANO_ERR_KERNEL, "kernel error: %s", nano_kernel_status_string(rc));
+    return NANO_OK;
+}
+
+/* ---- elementwise ------------------------------------------------------------ */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void embed_row(const nano_model *m, int32_t tok, float *out) {
+    const nano_linear *e = &m->embed;
+    switch (e->type) {
+    case LIN_Q8: nano_q8_dequant_row(&e->q8, tok, out); break;
+    case LIN_Q4: nano_q4_dequant_row(&e->q4, tok, out); break;
+    case LIN_F16: {
+        const uint16_t *r = (const uint16_t *)e->plain + (size_t)tok * e->k;
+        for (int i = 0; i < e->k; i++) out[i] = F16_TABLE[r[i]];
+        break;
+    }
+    default: memcpy(out, (const float *)e->plain + (size_t)tok * e->k, (size_t)e->k * sizeof(float));
+    }
+}
+
+/* cos/sin [T][half] at positions pos0.. for base theta (float32, like torch). */
+static void rope_table(float *cs, int T, int pos0, int hd, float theta) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float inv = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
+        for (int t = 0; t < T; t++) {
+            float a = (float)(pos0 + t) * inv;
+            cs[(size_t)t * hd + i] = cosf(a);
+            cs[(size_t)t * hd + half + i] = sinf(a);
+        }
+    }
+}
+
+static void rope_apply(float *x, const float *cs, int hd) {
+    int half = hd / 2;
+    const float *c = cs, *s = cs + half;
+    for (int i = 0; i < half; i++) {
+        float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * c[i] - x2 * s[i];
+        x[i + half] = x2 * c[i] + x1 * s[i];
+    }
+}
+
+/* ---- attention -------------------------------------------------------------- */
+typedef struct {
+    nano_context *ctx;
+    int layer, T, pos0;
+} attn_job;
+
+static void attn_task(void *arg, int tid, int nth) {
+    attn_job *j = arg;
+    nano_context *ctx = j->ctx;
+    const nano_config *c = &ctx->model->cfg;
+    const nano_layer *L = &ctx->model->layers[j->layer];
+    int H = c->n_heads, hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
+    int qdim = H * hd, cap = ctx->cap[j->layer];
+    float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
+    float *sc = ctx->scores + (size_t)tid * ctx->n_ctx;
+    for (int i = tid; i < j->T * H; i += nth) {
+        int t = i / H, h = i % H, p = j->pos0 + t, kvh = h / rep;
+        const float *q = ctx->q + (size_t)t * qdim + (size_t)h * hd;
+        int lo = L->window ? (p - L->window + 1 > 0 ? p - L->window + 1 : 0) : 0;
+        float mx = -INFINITY;
+        for (int pos = lo; pos <= p; pos++) {
+            size_t slot = (size_t)kvh * cap + (size_t)(pos % cap);
+            float s = 0;
+            if (ctx->kv_type == NANO_KV_F16) {
+                const uint16_t *k = ctx->k16[j->layer] + slot * hd;
+                for (int d = 0; d < hd; d++) s += q[d] * F16_TABLE[k[d]];
+            } else {
+                const int8_t *k = ctx->k8[j->layer] + slot * hd;
+                for (int d = 0; d < hd; d++) s += q[d] * (float)k[d];
+                s *= ctx->ks[j->layer][slot];
+            }
+            s *= scale;
+            sc[pos - lo] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0;
+        for (int pos = lo; pos <= p; pos++) {
+            float e = expf(sc[pos - lo] - mx);
+            sc[pos - lo] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        float *out = ctx->att + (size_t)t * qdim + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int pos = lo; pos <= p; pos++) {
+            size_t slot = (size_t)kvh * cap + (size_t)(pos % cap);
+            float w = sc[pos - lo] * inv;
+            if (ctx->kv_type == NANO_KV_F16) {
+                const uint16_t *v = ctx->v16[j->layer] + slot * hd;
+                for (int d = 0; d < hd; d++) out[d] += w * F16_TABLE[v[d]];
+            } else {
+                const int8_t *v = ctx->v8[j->layer] + slot * hd;
+                w *= ctx->vs[j->layer][slot];
+                for (int d = 0; d < hd; d++) out[d] += w * (float)v[d];
+            }
+        }
+    }
+}
+
+static void kv_store(nano_context *ctx, int l, int T, int pos0) {
+    const nano_config *c = &ctx->model->cfg;
+    int hd = c->head_dim, nkv = c->n_kv_heads, cap = ctx->cap[l], kvd = nkv * hd;
+    for (int t = 0; t < T; t++) {
+        int slot = (pos0 + t) % cap;
+        for (int h = 0; h < nkv; h++) {
+            const float *k = ctx->k + (size_t)t * kvd + (size_t)h * hd;
+            const float *v = ctx->v + (size_t)t * kvd + (size_t)h * hd;
+            size_t s = (size_t)h * cap + (size_t)slot;
+            if (ctx->kv_type == NANO_KV_F16) {
+                nano_fp32_to_fp16_array(k, ctx->k16[l] + s * hd, (size_t)hd);
+                nano_fp32_to_fp16_array(v, ctx->v16[l] + s * hd, (size_t)hd);
+            } else {
+                const float *src[2] = {k, v};
+                int8_t *dst[2] = {ctx->k8[l] + s * hd, ctx->v8[l] + s * hd};
+                float *scl[2] = {&ctx->ks[l][s], &ctx->vs[l][s]};
+                for (int z = 0; z < 2; z++) {
+                    float amax = 0;
+                    for (int d = 0; d < hd; d++) amax = fmaxf(amax, fabsf(src[z][d]));
+                    float sc = amax / 127.0f, inv = sc > 0 ? 1.0f / sc : 0;
+                    for (int d = 0; d < hd; d++) dst[z][d] = (int8_t)lrintf(src[z][d] * inv);
+                    *scl[z] = sc;
+                }
+            }
+        }
+    }
+}
+
+/* ---- one block -------------------------------------------------------------- */
+static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
+    const nano_config *c = &ctx->model->cfg;
+    const nano_layer *L = &ctx->model->layers[l];
+    int dim = c->dim, hd = c->head_dim, H = c->n_heads, nkv = c->n_kv_heads;
+    int qdim = H * hd, kvd = nkv * hd, hid = c->hidden_dim;
+    int rc;
+    for (int t = 0; t < T; t++)
+        rmsnorm(ctx->xb + (size_t)t * dim, ctx->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
+    if ((rc = quantize_input(ctx, ctx->xb, T, dim))) return rc;
+    if ((rc = nano_linear_matmul(ctx, &L->wq, ctx->xb, ctx->q, T, 1)) ||
+        (rc = nano_linear_matmul(ctx, &L->wk, ctx->xb, ctx->k, T, 1)) ||
+        (rc = nano_linear_matmul(ctx, &L->wv, ctx->xb, ctx->v, T, 1)))
+        return rc;
+    const float *cs = ctx->rope + (L->window ? (size_t)T * hd : 0);
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < H; h++) {
+            float *q = ctx->q + (size_t)t * qdim + (size_t)h * hd;
+            if (L->q_norm) rmsnorm(q, q, L->q_norm, hd, c->norm_eps);
+            rope_apply(q, cs + (size_t)t * hd, hd);
+        }
+        for (int h = 0; h < nkv; h++) {
+            float *k = ctx->k + (size_t)t * kvd + (size_t)h * hd;
+            if (L->k_norm) rmsnorm(k, k, L->k_norm, hd, c->norm_eps);
+            rope_apply(k, cs + (size_t)t * hd, hd);
+        }
+    }
+    kv_store(ctx, l, T, pos0);
+    attn_job job = {ctx, l, T, pos0};
+    if ((rc = nano_pool_run(ctx->pool, attn_task, &job)))
+        return nano_set_error(NANO_ERR_KERNEL, "thread pool: %s", nano_kernel_status_string(rc));
+    if ((rc = nano_linear_matmul(ctx, &L->wo, ctx->att, ctx->h, T, 0))) return rc;
+    for (int t = 0; t < T; t++) {
+        float *h = ctx->h + (size_t)t * dim, *x = ctx->x + (size_t)t * dim;
+        if (L->post_attn_norm) rmsnorm(h, h, L->post_attn_norm, dim, c->norm_eps);
+        for (int i = 0; i < dim; i++) x[i] += h[i];
+        rmsnorm(ctx->xb + (size_t)t * dim, x, L->mlp_norm, dim, c->norm_eps);
+    }
+    if ((rc = quantize_input(ctx, ctx->xb, T, dim))) return rc;
+    if ((rc = nano_linear_matmul(ctx, &L->w_gate, ctx->xb, ctx->hb, T, 1)) ||
+        (rc = nano_linear_matmul(ctx, &L->w_up, ctx->xb, ctx->hb2, T, 1)))
+        return rc;
+    size_t nh = (size_t)T * hid;
+    if (c->gelu) {
+        const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
+        for (size_t i = 0; i < nh; i++) {
+            float g = ctx->hb[i];
+            ctx->hb[i] = 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g))) * ctx->hb2[i];
+        }
+    } else {
+        for (size_t i = 0; i < nh; i++) {
+            float g = ctx->hb[i];
+            ctx->hb[i] = g / (1.0f + expf(-g)) * ctx->hb2[i];
+        }
+    }
+    if ((rc = nano_linear_matmul(ctx, &L->w_down, ctx->hb, ctx->h, T, 0))) return rc;
+    for (int t = 0; t < T; t++) {
+        float *h = ctx->h + (size_t)t * dim, *x = ctx->x + (size_t)t * dim;
+        if (L->post_mlp_norm) rmsnorm(h, h, L->post_mlp_norm, dim, c->norm_eps);
+        for (int i = 0; i < dim; i++) x[i] += h[i];
+    }
+    return NANO_OK;
+}
+
+int nano_forward(nano_context *ctx, const int32_t *tokens, int T, float *logits_all) {
+    const nano_model *m = ctx->model;
+    const nano_config *c = &m->cfg;
+    int dim = c->dim, pos0 = ctx->n_past, rc;
+    float es = c->embed_scale ? (float)sqrt((double)dim) : 1.0f;
+    for (int t = 0; t < T; t++) {
+        float *x = ctx->x + (size_t)t * dim;
+        embed_row(m, tokens[t], x);
+        if (es != 1.0f)
+            for (int i = 0; i < dim; i++) x[i] *= es;
+    }
+    rope_table(ctx->rope, T, pos0, c->head_dim, c->rope_theta);
+    if (c->sliding_window)
+        rope_table(ctx->rope + (size_t)T * c->head_dim, T, pos0, c->head_dim, c->rope_theta_local);
+    for (int l = 0; l < c->n_layers; l++)
+        if ((rc = layer_forward(ctx, l, T, pos0))) return rc;
+    /* head: every row into logits_all, or only the last row into ctx->logits */
+    int r0 = logits_all ? 0 : T - 1, nr = T - r0;
+    for (int t = r0; t < T; t++)
+        rmsnorm(ctx->xb + (size_t)(t - r0) * dim, ctx->x + (size_t)t * dim, m->final_norm, dim,
+                c->norm_eps);
+    float *dst = logits_all ? logits_all : ctx->logits;
+    if ((rc = nano_linear_matmul(ctx, &m->head, ctx->xb, dst, nr, 0))) return rc;
+    if (logits_all)
+        memcpy(ctx->logits, logits_all + (size_t)(T - 1) * c->vocab_size,
+               (size_t)c->vocab_size * sizeof(float));
+    for (int t = 0; t < T; t++) ctx->tokens[pos0 + t] = tokens[t];
+    ctx->n_past += T;
+    ctx->have_logits = 1;
+    return NANO_OK;
+}
