@@ -121,31 +121,147 @@ INLINE void q4q8_tile(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
         }
 }
 
+/* ---- 4-row tiles: the hot path --------------------------------------------
+ * For 4 weight rows and one activation row, the per-row s16 partial sums of a
+ * block pair are folded with three vphaddw into one vector holding the 8 block
+ * sums [r0 r1 r2 r3 | r0 r1 r2 r3] (blocks b | b+1; a block sum of 16 s16
+ * lanes is at most 16*15*128 = 30720, so s16 never overflows), then one madd,
+ * one cvt and two fma finish all 4 rows: the float work is paid once per 4 rows.
+ * Weight scales (and mins) of the 4 rows are first converted and transposed
+ * into a small table [group][row] so a block pair needs one load. */
+#define SCHUNK 256 /* groups per scale-table chunk (multiple of 8) */
+
+/* tab[4 g + r] = scale of group g0 + g of row r (rows ng apart), g < cnt */
+static void scale_table4(const uint16_t *s, int ng, int g0, int cnt, float *tab) {
+    int g = 0;
+    for (; g + 8 <= cnt; g += 8) {
+        const __m256 r0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g0 + g)));
+        const __m256 r1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + ng + g0 + g)));
+        const __m256 r2 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * ng + g0 + g)));
+        const __m256 r3 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 3 * ng + g0 + g)));
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpacklo_ps(r2, r3);
+        const __m256 t2 = _mm256_unpackhi_ps(r0, r1), t3 = _mm256_unpackhi_ps(r2, r3);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0));
+        const __m256 u1 = _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m256 u2 = _mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(1, 0, 1, 0));
+        const __m256 u3 = _mm256_shuffle_ps(t2, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        _mm256_storeu_ps(tab + 4 * g + 0, _mm256_permute2f128_ps(u0, u1, 0x20));
+        _mm256_storeu_ps(tab + 4 * g + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+        _mm256_storeu_ps(tab + 4 * g + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+        _mm256_storeu_ps(tab + 4 * g + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+    }
+    for (; g < cnt; g++)
+        for (int r = 0; r < 4; r++) tab[4 * g + r] = h2f(s[(size_t)r * ng + g0 + g]);
+}
+
+INLINE __m256 tab_pair(const float *tab, int rel_b, const int GS) {
+    if (GS == 32) return _mm256_loadu_ps(tab + 4 * rel_b);
+    if (GS == 64) return _mm256_broadcast_ps((const __m128 *)(tab + 4 * (rel_b >> 1)));
+    return _mm256_broadcast_ps((const __m128 *)(tab + 4 * (rel_b >> 2)));
+}
+
+/* 4 weight rows [n, n+4) x activation rows [i0, i1), MR at a time */
+INLINE void q4q8_rows4(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n, int i0,
+                       int i1, const int MR, const int GS, const int ASYM) {
+    const int K = w->k, nb = K / NANO_QK, ng = nano_q4_ngroups(w), bpg = GS / 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m128 cz = _mm_set1_ps(ASYM ? 1.0f : -8.0f);
+    float stab[SCHUNK * 4] __attribute__((aligned(32)));
+    float mtab[ASYM ? SCHUNK * 4 : 1] __attribute__((aligned(32)));
+    const uint8_t *wr = w->qweight + (size_t)n * (K / 2);
+    const size_t wstride = (size_t)(K / 2);
+    for (int c0 = 0; c0 < ng; c0 += SCHUNK) {
+        const int cnt = ng - c0 < SCHUNK ? ng - c0 : SCHUNK;
+        scale_table4(w->scales + (size_t)n * ng, ng, c0, cnt, stab);
+        if (ASYM) scale_table4(w->mins + (size_t)n * ng, ng, c0, cnt, mtab);
+        const int bstart = c0 * bpg;
+        const int bend = (c0 + cnt) * bpg < nb ? (c0 + cnt) * bpg : nb;
+        for (int i = i0; i + MR <= i1; i += MR) {
+            __m256 acc[MR], acc2[MR];
+            for (int m = 0; m < MR; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
+            int b = bstart;
+            for (; b + 1 < bend; b += 2) {
+                __m256i xlo[MR], xhi[MR];
+                __m256 dxv[MR], dsv[MR];
+                for (int m = 0; m < MR; m++) {
+                    const int8_t *xq = x->q + (size_t)(i + m) * K + b * 32;
+                    const __m256i a = _mm256_loadu_si256((const __m256i *)xq);
+                    const __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    xlo[m] = _mm256_permute2x128_si256(a, c, 0x20);
+                    xhi[m] = _mm256_permute2x128_si256(a, c, 0x31);
+                    const size_t xb = (size_t)(i + m) * nb + b;
+                    dxv[m] = expand2(load2f(x->d + xb));
+                    dsv[m] = expand2(_mm_mul_ps(load2f(x->ds + xb), cz));
+                }
+                __m256i P[MR][4];
+                for (int r = 0; r < 4; r++) {
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + r * wstride + b * 16));
+                    const __m256i lo = _mm256_and_si256(wv, m4);
+                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+                    for (int m = 0; m < MR; m++)
+                        P[m][r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo[m]),
+                                                   _mm256_maddubs_epi16(hi, xhi[m]));
+                }
+                const __m256 sv = tab_pair(stab, b - bstart, GS);
+                for (int m = 0; m < MR; m++) {
+                    const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[m][0], P[m][1]),
+                                                        _mm256_hadd_epi16(P[m][2], P[m][3]));
+                    const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones));
+                    if (ASYM) {
+                        acc[m] = _mm256_fmadd_ps(_mm256_mul_ps(f, dxv[m]), sv, acc[m]);
+                        acc2[m] = _mm256_fmadd_ps(tab_pair(mtab, b - bstart, GS), dsv[m], acc2[m]);
+                    } else {
+                        acc[m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dxv[m], dsv[m]), sv, acc[m]);
+                    }
+                }
+            }
+            for (int m = 0; m < MR; m++) {
+                const __m256 t = ASYM ? _mm256_add_ps(acc[m], acc2[m]) : acc[m];
+                __m128 v = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+                float *yp = y + (size_t)(i + m) * w->n + n;
+                if (c0 > 0) v = _mm_add_ps(v, _mm_loadu_ps(yp));
+                if (b < bend) { /* odd block count: the last block of the row */
+                    float tl[4];
+                    for (int r = 0; r < 4; r++) tl[r] = q4_q8_tail_block(w, n + r, x, i + m, b);
+                    v = _mm_add_ps(v, _mm_loadu_ps(tl));
+                }
+                _mm_storeu_ps(yp, v);
+            }
+        }
+    }
+}
+
 #define MB 64 /* activation rows per cache block in GEMM */
 
-#define Q4Q8_VARIANT(NAME, G32, ASYM)                                                     \
+#define Q4Q8_VARIANT(NAME, GS, ASYM)                                                      \
     static void NAME(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) { \
         const int M = x->m;                                                               \
         for (int i0 = 0; i0 < M; i0 += MB) {                                              \
             const int i1 = i0 + MB < M ? i0 + MB : M;                                     \
+            const int i2 = i0 + (i1 - i0) / 2 * 2;                                        \
             int n = n0;                                                                   \
             for (; n + 4 <= n1; n += 4) {                                                 \
-                int i = i0;                                                               \
-                for (; i + 2 <= i1; i += 2) q4q8_tile(w, x, y, n, i, 4, 2, G32, ASYM);    \
-                for (; i < i1; i++) q4q8_tile(w, x, y, n, i, 4, 1, G32, ASYM);            \
+                q4q8_rows4(w, x, y, n, i0, i2, 2, GS, ASYM);                              \
+                q4q8_rows4(w, x, y, n, i2, i1, 1, GS, ASYM);                              \
             }                                                                             \
             for (; n < n1; n++)                                                           \
-                for (int i = i0; i < i1; i++) q4q8_tile(w, x, y, n, i, 1, 1, G32, ASYM);  \
+                for (int i = i0; i < i1; i++) q4q8_tile(w, x, y, n, i, 1, 1, GS == 32, ASYM); \
         }                                                                                 \
     }
-Q4Q8_VARIANT(q4q8_g32_sym, 1, 0)
-Q4Q8_VARIANT(q4q8_g32_asym, 1, 1)
-Q4Q8_VARIANT(q4q8_gx_sym, 0, 0)
-Q4Q8_VARIANT(q4q8_gx_asym, 0, 1)
+Q4Q8_VARIANT(q4q8_g32_sym, 32, 0)
+Q4Q8_VARIANT(q4q8_g32_asym, 32, 1)
+Q4Q8_VARIANT(q4q8_g64_sym, 64, 0)
+Q4Q8_VARIANT(q4q8_g64_asym, 64, 1)
+Q4Q8_VARIANT(q4q8_g128_sym, 128, 0)
+Q4Q8_VARIANT(q4q8_g128_asym, 128, 1)
 
 static void q4_q8_avx2(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
-    if (w->group_size == 32) (w->mins ? q4q8_g32_asym : q4q8_g32_sym)(w, x, y, n0, n1);
-    else (w->mins ? q4q8_gx_asym : q4q8_gx_sym)(w, x, y, n0, n1);
+    const int a = w->mins != NULL;
+    switch (w->group_size) {
+    case 32: (a ? q4q8_g32_asym : q4q8_g32_sym)(w, x, y, n0, n1); break;
+    case 64: (a ? q4q8_g64_asym : q4q8_g64_sym)(w, x, y, n0, n1); break;
+    default: (a ? q4q8_g128_asym : q4q8_g128_sym)(w, x, y, n0, n1); break;
+    }
 }
 
 /* ---- int4 x fp32 ----------------------------------------------------------
