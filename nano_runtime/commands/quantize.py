@@ -1,0 +1,63 @@
+"""nano quantize MODEL -o OUT.nano [--method rtn|gptq|awq|awq-gptq|gguf-exact] [--group-size G]
+[--calib FILE] [--sym] [--embed q8|f16|f32] [--head tied|q8|q4|f16|f32] [--act-order]."""
+import json
+import signal
+
+from ..errors import NanoError
+
+NAME = "quantize"
+HELP = "quantize a model to 4 bits into one packed .nano file"
+ORDER = 40
+
+
+def add_arguments(p):
+    p.add_argument("model", help="a .gguf, checkpoint directory, .nano or model-card name")
+    p.add_argument("-o", "--output", required=True, help="output .nano file")
+    p.add_argument("--method", default="rtn",
+                   help="rtn (default, streamed), gptq, awq, awq-gptq, or gguf-exact "
+                        "(lossless import of GGUF Q4_1/Q8_0 tensors)")
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128")
+    p.add_argument("--sym", action="store_true", help="symmetric int4 groups (default asymmetric)")
+    p.add_argument("--embed", default="q8", help="embedding format: q8 (default), f16, f32")
+    p.add_argument("--head", default=None,
+                   help="untied output head format: q8 (default), q4, f16, f32 ('tied' when the "
+                        "model ties it to the embeddings)")
+    p.add_argument("--calib", default=None,
+                   help="calibration text file for gptq/awq (default: the built-in English "
+                        "calibration split, disjoint from the eval split)")
+    p.add_argument("--calib-seqs", type=int, default=16, help="calibration windows (default 16)")
+    p.add_argument("--calib-len", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
+    p.add_argument("--damp", type=float, default=0.01, help="GPTQ Hessian damping (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random-init model cards")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # unwinds through write_nano, which removes its temp file
+
+
+def run(args):
+    from ..quant.pipeline import quantize_model
+    if args.calib_seqs < 1 or args.calib_len < 16:
+        raise NanoError("--calib-seqs must be >= 1 and --calib-len >= 16")
+    if not (0 <= args.damp < 1):
+        raise NanoError(f"--damp must be in [0, 1), got {args.damp}")
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        res = quantize_model(args.model, args.output, method=args.method,
+                             group_size=args.group_size, symmetric=args.sym, embed=args.embed,
+                             head=args.head, calib=args.calib, n_calib=args.calib_seqs,
+                             seq_len=args.calib_len, act_order=args.act_order, damp=args.damp,
+                             seed=args.seed)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if args.json:
+        res = {k: v for k, v in res.items() if k != "layer_errors"}
+        print(json.dumps(res))
+    else:
+        print(f"wrote {args.output}: {res['file_size_bytes'] / 2**20:.1f} MiB, "
+              f"{res['bits_per_weight']:.3f} bits/weight in linear layers "
+              f"({res['bits_per_weight_total']:.3f} overall), {res['seconds']:.1f} s, "
+              f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    return 0
