@@ -1,0 +1,172 @@
+"""ExecuTorch export: the reference model as a ``.pte`` for ExecuTorch's LLM runner.
+
+Pipeline (small chained steps, as ExecuTorch's own ``extension/llm/export``):
+
+    reference Transformer  --PteDecoder-->  forward(tokens [1, T], input_pos [1]) -> logits [1, 1, V]
+      --quantize_pte_model-->  torchao: 8da4w (int8 dynamic activations, int4 weights,
+                               group 32) on every block linear, 8da8w (per-channel) on the
+                               head, int8 per-channel weight-only on the embedding
+      --torch.export (T dynamic, 1..max_seq_len-1)-->
+      --to_edge_transform_and_lower(XNNPACK, constant methods from export_metadata)-->
+      --to_executorch (memory planning, quant fusion)-->  model.pte (temp file + rename)
+
+The static KV cache is the reference model's own (gpt-fast style registered
+buffers written at the positions; they become mutable buffers of the
+program), so the exported program computes exactly the reference's attention
+with the quantized linears. ``forward`` returns the logits of the last
+position only, the contract of the runner (the first new token comes from
+prefill), which keeps prefill from paying for a [T, V] head.
+
+The quantized eager PteDecoder is "the reference running the same
+quantization" that the artifact is verified against (tests/test_export.py,
+benchmarks/bench_export.py).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+
+from ..errors import NanoError
+from .metadata import ExportOptions, export_metadata
+
+PTE_NAME = "model.pte"
+
+
+class PteDecoder(nn.Module):
+    """The reference blocks behind the LLM runner's forward(tokens, input_pos) contract.
+
+    The head is its own nn.Linear (a copy of the tied embedding when tied) so that the
+    embedding and the head can be quantized differently.
+    """
+
+    def __init__(self, ref: nn.Module, max_seq_len: int):
+        super().__init__()
+        cfg = ref.cfg
+        self.cfg = cfg
+        ref.setup_cache(1, max_seq_len, dtype=torch.float32)
+        self.embed = ref.embed
+        self.layers = ref.layers
+        self.norm = ref.norm
+        self.embed_scale = ref.embed_scale
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        with torch.no_grad():
+            self.head.weight = nn.Parameter(ref.head_weight().detach().clone())
+        self.max_seq_len = max_seq_len
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """tokens [1, T] int64, input_pos [1] int64 (position of tokens[0, 0]) -> [1, 1, V]."""
+        T = tokens.shape[1]
+        pos = input_pos + torch.arange(T, dtype=torch.long)            # [T]
+        x = self.embed(tokens)                                          # [1, T, D]
+        if self.embed_scale != 1.0:
+            x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+        for blk in self.layers:
+            x = blk(x, pos)
+        x = self.norm(x[:, -1:, :])                                     # [1, 1, D]
+        return self.head(x)                                             # [1, 1, V]
+
+    def reset_cache(self):
+        for blk in self.layers:
+            blk.attn.kv_cache.k.zero_()
+            blk.attn.kv_cache.v.zero_()
+
+
+def quantize_pte_model(model: PteDecoder, group_size: int):
+    """In place: the torchao recipe named in metadata.PTE_SCHEME."""
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_api import (Int8DynamicActivationIntxWeightConfig,
+                                                IntxWeightOnlyConfig, quantize_)
+    algo = "hqq_scale_only"   # scale search per group; ExecuTorch's own LLM recipe
+    quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0),
+                                          intx_choose_qparams_algorithm=algo),
+              filter_fn=lambda m, fqn: isinstance(m, nn.Embedding))
+    quantize_(model, Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int8, weight_granularity=PerAxis(0),
+        intx_choose_qparams_algorithm=algo),
+        filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn == "head")
+    quantize_(model, Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int4, weight_granularity=PerGroup(group_size),
+        intx_choose_qparams_algorithm=algo),
+        filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn != "head")
+    return model
+
+
+def build_quantized_decoder(ref: nn.Module, opts: ExportOptions) -> PteDecoder:
+    """The eager model that gets exported (also the same-quantization reference)."""
+    m = PteDecoder(ref, opts.max_seq_len).eval()
+    with torch.no_grad():
+        quantize_pte_model(m, opts.group_size)
+    return m
+
+
+def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> bytes:
+    """torch.export -> edge (XNNPACK) -> ExecuTorch program bytes."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import (EdgeCompileConfig, ExecutorchBackendConfig,
+                                 to_edge_transform_and_lower)
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    def step(name):
+        if progress is not None:
+            progress.set_postfix_str(name)
+            progress.update(1)
+
+    max_t = model.max_seq_len - 1
+    example = (torch.tensor([[1, 2]], dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    dyn = ({1: torch.export.Dim("token_dim", min=1, max=max_t)}, None)
+    with torch.no_grad():
+        ep = torch.export.export(model, example, dynamic_shapes=dyn, strict=False)
+    step("export")
+    edge = to_edge_transform_and_lower(
+        ep, partitioner=[XnnpackPartitioner()], constant_methods=metadata,
+        compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True))
+    step("lower (XNNPACK)")
+    prog = edge.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True,
+        do_quant_fusion_and_const_prop=True,
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    step("to_executorch")
+    return prog.buffer
+
+
+def export_pte(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True) -> dict:
+    """Write OUT/model.pte + tokenizer files atomically; returns a summary dict."""
+    from ..formats.checkpoint import AtomicDir
+    from ..progress import progress_bar
+    from .metadata import PTE_SCHEME, check_supported
+    cfg = lm.config
+    check_supported(cfg, opts, "pte")
+    meta = export_metadata(cfg, lm.tokenizer, opts.max_seq_len)
+    _require("executorch", "executorch==1.5.1")
+    _require("torchao", "torchao==0.18.0")
+    with progress_bar(total=4, desc=f"export pte {cfg.name}", unit="step",
+                      disable=not show_progress) as bar:
+        model = build_quantized_decoder(lm.model, opts)
+        bar.set_postfix_str("quantize")
+        bar.update(1)
+        data = lower_to_executorch(model, meta, bar)
+    with AtomicDir(out_dir) as tmp:
+        with open(os.path.join(tmp, PTE_NAME), "wb") as f:
+            f.write(data)
+        lm.tokenizer.save(tmp)
+        _write_json(os.path.join(tmp, "export_config.json"),
+                    {"format": "executorch-pte", "model": cfg.name, "family": cfg.family,
+                     "quantization": PTE_SCHEME, "group_size": opts.group_size,
+                     "metadata": meta, "config": cfg.to_dict()})
+    return {"path": os.path.join(out_dir, PTE_NAME), "bytes": len(data), "metadata": meta}
+
+
+def _write_json(path, obj):
+    import json
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+
+
+def _require(module: str, pip_name: str):
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise NanoError(f"export needs the package {pip_name} (pip install 'nano_runtime[export]')")
