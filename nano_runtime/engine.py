@@ -384,7 +384,6 @@ class Engine:
                     return 1
             cfn = _TOKEN_FN(cb) if on_token else _TOKEN_FN()
             gp.on_token = cfn
-            cap = min(max_tokens, self.n_ctx + 1)
             out = (C.c_int32 * max_tokens)() if max_tokens <= (1 << 20) else None
             gp.max_tokens = int(max_tokens)
             res = _GenResult()
@@ -395,7 +394,6 @@ class Engine:
                     return _inner(_u, tok) if on_token else 0
                 cfn = _TOKEN_FN(cb2)
                 gp.on_token = cfn
-            del cap
             arr = _ids_array(prompt_ids)
             _check(lib().nano_generate(ctx, arr, len(prompt_ids), C.byref(gp), out,
                                        max_tokens if out is not None else 0, C.byref(res)))
@@ -663,14 +661,26 @@ def resolve_nano(spec: str, show_progress: bool = True) -> str:
     return out
 
 
+def _is_gguf_source(spec: str) -> bool:
+    from . import cards, loader
+    if os.path.isfile(spec):
+        return spec.endswith(".gguf") or loader._magic(spec) == b"GGUF"
+    if os.path.exists(spec) or os.path.sep in spec or not cards.is_card_name(spec):
+        return False
+    src = cards.get_card(spec).get("source") or {}
+    return src.get("format") == "gguf"
+
+
 def convert_to_nano(spec: str, out: str):
-    """Quantize MODEL into out (atomic: the quantizer writes a temp file and renames)."""
+    """Quantize MODEL into out (atomic: the writer renames a finished temp file):
+    GGUF sources with the exact import, everything else with RTN int4 g32."""
     try:
         from .quant.pipeline import quantize_model
-    except ImportError:
+    except ImportError:  # the quantizer's pipeline not installed: RTN from any source
         quantize_model = None
     if quantize_model is not None:
-        quantize_model(spec, out, method="rtn", group_size=32)
+        quantize_model(spec, out, method="gguf-exact" if _is_gguf_source(spec) else "rtn",
+                       group_size=32)
         return
     write_rtn_nano(spec, out)
 
@@ -706,13 +716,53 @@ def write_rtn_nano(spec: str, out: str, group_size: int = 32, seed: int = 0):
 
 
 # ===================================================================== CLI entry points
+def add_native_args(p, ctx_option: bool = True):
+    """Options of the native engine shared by generate / chat / eval / bench."""
+    p.add_argument("--profile", choices=["low", "high"], default=None,
+                   help="device memory profile: low = 1.5 GB budget (4 GB phone), "
+                        "high = 3.5 GB (8 GB phone)")
+    p.add_argument("--memory-budget", type=float, default=0, metavar="MB",
+                   help="explicit memory budget in MB (overrides --profile)")
+    if ctx_option:
+        p.add_argument("--ctx-size", type=int, default=0,
+                       help="context length in tokens (0 = the model's, lowered to fit the budget)")
+    p.add_argument("--kv", choices=["auto", "f16", "i8"], default="auto",
+                   help="KV cache precision (auto: the planner picks)")
+    p.add_argument("--precise", action="store_true",
+                   help="fp32 activations into the matmuls (slower; closest to the reference)")
+
+
+def check_native_threads(n: int):
+    limit = 256
+    if n is None or n < 0 or n > limit:
+        raise NanoError(f"--threads must be between 0 (all cores) and {limit}, got {n}")
+
+
+def sampling_from_args(args):
+    """Validated sampling settings (no torch import): a dict Engine accepts."""
+    d = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+         "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
+    if not (d["temperature"] >= 0) or d["temperature"] == float("inf"):
+        raise NanoError(f"--temperature must be >= 0, got {d['temperature']}")
+    if d["top_k"] < 0:
+        raise NanoError(f"--top-k must be >= 0, got {d['top_k']}")
+    if not (0.0 < d["top_p"] <= 1.0):
+        raise NanoError(f"--top-p must be in (0, 1], got {d['top_p']}")
+    if not (0.0 <= d["min_p"] < 1.0):
+        raise NanoError(f"--min-p must be in [0, 1), got {d['min_p']}")
+    if not (d["repetition_penalty"] > 0):
+        raise NanoError(f"--repetition-penalty must be > 0, got {d['repetition_penalty']}")
+    return d
+
+
 def _engine_from_args(args, **kw) -> Engine:
     path = resolve_nano(args.model)
     budget = getattr(args, "memory_budget", 0) or 0
+    n_ctx = kw.pop("n_ctx", 0)
     return Engine(path, threads=getattr(args, "threads", 0) or 0,
-                  n_ctx=getattr(args, "ctx_size", 0) or kw.pop("n_ctx", 0),
+                  n_ctx=getattr(args, "ctx_size", 0) or n_ctx,
                   profile=getattr(args, "profile", None), memory_budget_mb=budget,
-                  kv=getattr(args, "kv", None), **kw)
+                  kv=getattr(args, "kv", None), precise=getattr(args, "precise", False), **kw)
 
 
 def native_generate(args, params) -> GenerationResult:
@@ -735,7 +785,7 @@ def native_ppl_setup(args):
     def fn(window):
         return eng.logits_of(window)
     fn.engine = eng
-    return eng.tokenizer, fn, eng.n_ctx
+    return eng.tokenizer, fn, min(eng.n_ctx, eng.info["max_seq_len"])
 
 
 def native_chat(args, params):

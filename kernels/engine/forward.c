@@ -66,7 +66,8 @@ int nano_linear_matmul(nano_context *ctx, const nano_linear *w, const float *x, 
     int rc = NANO_K_OK;
     int precise = ctx->params.precise;
     if ((w->type == LIN_Q4 || w->type == LIN_Q8) && !precise && !x_quantized) {
-        rc = nano_quantize_act_q8(x, m, w->k, &ctx->act, ctx->pool);
+        rc = nano_q8_act_init(&ctx->act, ctx->actbuf, ctx->actbuf_bytes, m, w->k);
+        if (!rc) rc = nano_quantize_act_q8(x, m, w->k, &ctx->act, ctx->pool);
         if (rc) goto out;
     }
     switch (w->type) {
@@ -91,7 +92,8 @@ out:
 /* Quantize x [m, k] into ctx->act once for several matmuls sharing the input. */
 static int quantize_input(nano_context *ctx, const float *x, int m, int k) {
     if (ctx->params.precise) return NANO_OK;
-    int rc = nano_quantize_act_q8(x, m, k, &ctx->act, ctx->pool);
+    int rc = nano_q8_act_init(&ctx->act, ctx->actbuf, ctx->actbuf_bytes, m, k);
+    if (!rc) rc = nano_quantize_act_q8(x, m, k, &ctx->act, ctx->pool);
     if (rc) return nano_set_error(NANO_ERR_KERNEL, "kernel error: %s", nano_kernel_status_string(rc));
     return NANO_OK;
 }

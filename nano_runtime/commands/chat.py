@@ -20,18 +20,93 @@ def add_arguments(p):
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", choices=["low", "high"], default=None,
-                   help="device memory profile (native backend)")
-    add_backend_args(p)
+    add_backend_args(p, default="native")
+    from ..engine import add_native_args
+    add_native_args(p)
 
 
 def run(args):
+    if args.max_tokens < 1:
+        from ..errors import NanoError
+        raise NanoError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    if args.backend == "native":  # no torch import on this path
+        from ..engine import check_native_threads, native_chat, sampling_from_args
+        params = sampling_from_args(args)
+        check_native_threads(args.threads)
+        return native_chat(args, params)
     params = sampling_params(args)
     check_threads(args)
-    if args.backend == "native":
-        from ..engine import native_chat
-        return native_chat(args, params)
     return torch_chat(args, params)
+
+
+def _read_line(prompt="> "):
+    """One line from stdin; None at EOF. Ctrl-C at the prompt clears the line."""
+    while True:
+        try:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            continue
+        return None if not line else line.strip()
+
+
+def _format_stats(eng, session) -> str:
+    s = eng.stats()
+    last = session.last or {}
+    return (f"prefill {s['prefill_tok_s']:.1f} tok/s, decode {s['decode_tok_s']:.1f} tok/s "
+            f"({s['prefill_tokens']} prompt + {s['decode_tokens']} generated tokens); "
+            f"context {s['n_past']}/{s['n_ctx']} tokens, KV {s['kv_type']} "
+            f"{s['kv_bytes'] / 2**20:.1f} MB, weights {s['weights_bytes'] / 2**20:.1f} MB (mmap), "
+            f"peak RSS {s['peak_rss_mb']:.1f} MB; {s['n_threads']} threads, kernels {s['kernel']}"
+            + (f"; last reply {last.get('reply_tokens', 0)} tokens in {last.get('seconds', 0)} s"
+               if last else ""))
+
+
+def chat_loop(eng, args, params):
+    """The interactive loop over a native Engine (see nano_runtime.engine.native_chat)."""
+    if eng.tokenizer is None or not eng.tokenizer.chat_template:
+        from ..errors import NanoError
+        raise NanoError(f"{args.model} has no chat template; use `nano generate`")
+    session = eng.chat_session(system=args.system, sampling=params, max_tokens=args.max_tokens)
+    plan = eng.plan
+    sys.stderr.write(f"nano chat: {args.model} (native, {eng.info['family']}, context "
+                     f"{plan['n_ctx']} tokens, KV {plan['kv_type']}). {HELP_TEXT}\n")
+    while True:
+        line = _read_line()
+        if line is None:
+            sys.stdout.write("\n")
+            return 0
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/help":
+            print(HELP_TEXT)
+            continue
+        if line == "/reset":
+            session.reset()
+            print("(conversation reset)")
+            continue
+        if line == "/stats":
+            print(_format_stats(eng, session))
+            continue
+        if line.startswith("/"):
+            print(f"unknown command {line.split()[0]}; {HELP_TEXT}")
+            continue
+        try:
+            for piece in session.send(line):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [stopped]")
+        except Exception as e:  # a NanoError (e.g. context full) ends the turn, not the session
+            from ..errors import NanoError
+            if not isinstance(e, NanoError):
+                raise
+            sys.stdout.write(f"\nerror: {e}")
+        sys.stdout.write("\n")
 
 
 def torch_chat(args, params):

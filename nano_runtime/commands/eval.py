@@ -14,8 +14,10 @@ def add_arguments(p):
     pp.add_argument("--text", required=True, help="UTF-8 text file")
     pp.add_argument("--ctx", type=int, default=512, help="window length in tokens (default 512)")
     pp.add_argument("--max-windows", type=int, default=0, help="score only the first N windows")
-    pp.add_argument("--backend", choices=["native", "torch"], default="torch")
+    pp.add_argument("--backend", choices=["native", "torch"], default="native")
     pp.add_argument("--threads", type=int, default=0)
+    from ..engine import add_native_args
+    add_native_args(pp, ctx_option=False)
     pp.add_argument("--json", action="store_true", help='print {"ppl", "tokens"}')
 
 
@@ -33,7 +35,11 @@ def read_text(path):
 def run(args):
     from ..evaluate import perplexity, ppl_windows, torch_logits_fn
     from ..progress import progress_bar
-    check_threads(args)
+    if args.backend == "native":
+        from ..engine import check_native_threads
+        check_native_threads(args.threads)
+    else:
+        check_threads(args)
     text = read_text(args.text)
     if args.ctx < 2:
         raise NanoError(f"--ctx must be >= 2, got {args.ctx}")

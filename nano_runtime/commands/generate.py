@@ -14,23 +14,29 @@ def add_arguments(p):
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--system", default=None, help="system message (with --chat)")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop when this text appears (repeatable; native backend)")
     add_sampling_args(p)
-    add_backend_args(p)
+    add_backend_args(p, default="native")
+    from ..engine import add_native_args
+    add_native_args(p)
     p.add_argument("--json", action="store_true",
                    help='print {"text", "ids", "prompt_tokens", "prefill_tok_s", '
                         '"decode_tok_s", "peak_rss_mb"}')
 
 
 def run(args):
-    params = sampling_params(args)
-    check_threads(args)
+    from ..errors import NanoError
     if args.max_tokens < 1:
-        from ..errors import NanoError
         raise NanoError(f"--max-tokens must be >= 1, got {args.max_tokens}")
-    if args.backend == "native":
-        from ..engine import native_generate
+    if args.backend == "native":  # no torch import on this path
+        from ..engine import check_native_threads, native_generate, sampling_from_args
+        params = sampling_from_args(args)
+        check_native_threads(args.threads)
         res = native_generate(args, params)
     else:
+        params = sampling_params(args)
+        check_threads(args)
         from ..generate import generate_text
         from ..loader import load_model
         lm = load_model(args.model)
