@@ -38,7 +38,8 @@ def peak_rss_mb() -> float:
 
 
 def effective_norm(cfg, v) -> np.ndarray:
-    v = torch.as_tensor(np.array(v, dtype=np.float32))
+    v = v.detach().float().clone() if isinstance(v, torch.Tensor) else \
+        torch.from_numpy(np.array(v, dtype=np.float32))
     return (v + 1.0 if cfg.norm_unit_offset else v).numpy()
 
 

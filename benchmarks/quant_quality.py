@@ -1,0 +1,303 @@
+"""4-bit quality table: perplexity of every quantization method against the fp model and
+llama.cpp's own quantizer, on held-out real English text.
+
+    nice -n 10 python benchmarks/quant_quality.py [--models smollm2,gemma3] [--windows 8]
+        [--ctx 512] [--calib-seqs 8] [--rows REGEX] [--work DIR]
+
+* Eval text: nano_runtime.data english_text("eval") (CPython's reference docs), the first
+  --windows non-overlapping windows of --ctx tokens (BOS first when the model adds one),
+  scored exactly like `nano eval ppl`. Calibration uses the disjoint "calib" split.
+* fp reference: the reference model with the real weights (the dequantized GGUF).
+* nano rows: `quantize_model` (the code behind `nano quantize`) -> .nano -> load_reference
+  with the Q4 layers dequantized (the kernel path gives the same perplexity to 1e-7).
+* llama.cpp rows: an F16 GGUF of the same fp weights is written with gguf's GGUFWriter
+  (Llama q/k re-permuted for llama.cpp, Gemma norms stored as 1 + w, all metadata and the
+  tokenizer copied from the original GGUF), quantized by llama.cpp's own quantizer
+  (llama_cpp.llama_model_quantize, default params, no imatrix) and read back through
+  nano_runtime's GGUF importer into the same reference model.
+* bits per weight count scales and mins: "linear bpw" over the transformer's linear
+  layers, "file bpw" over every parameter (embeddings included).
+
+Each row's result is cached in DIR/results.json, so an interrupted run resumes. Prints a
+markdown table and writes benchmarks/results/quant_quality.{md,json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nano_runtime import cards  # noqa: E402
+from nano_runtime.data import english_text  # noqa: E402
+from nano_runtime.evaluate import ppl_windows  # noqa: E402
+from nano_runtime.formats import nano_file as nf  # noqa: E402
+from nano_runtime.loader import load_model  # noqa: E402
+from nano_runtime.quant.pipeline import quantize_model  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+MODELS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"}
+
+# (label, kind, options); kind: fp | nano | llama.cpp
+ROWS = {
+    "smollm2": [
+        ("fp reference (GGUF Q4_1 dequantized)", "fp", {}),
+        ("gguf-exact g32 asym", "nano", dict(method="gguf-exact")),
+        ("RTN g64 asym", "nano", dict(method="rtn", group_size=64)),
+        ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
+        ("RTN g32 sym", "nano", dict(method="rtn", group_size=32, symmetric=True)),
+        ("GPTQ g64 asym", "nano", dict(method="gptq", group_size=64)),
+        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
+        ("GPTQ g32 sym", "nano", dict(method="gptq", group_size=32, symmetric=True)),
+        ("AWQ g64 asym", "nano", dict(method="awq", group_size=64)),
+        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
+        ("AWQ g32 sym", "nano", dict(method="awq", group_size=32, symmetric=True)),
+        ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
+        ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+    ],
+    "gemma3": [
+        ("fp reference (GGUF dequantized)", "fp", {}),
+        ("RTN g32 asym", "nano", dict(method="rtn", group_size=32)),
+        ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
+        ("GPTQ g32 asym", "nano", dict(method="gptq", group_size=32)),
+        ("GPTQ g64 asym", "nano", dict(method="gptq", group_size=64)),
+        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
+        ("AWQ g32 asym", "nano", dict(method="awq", group_size=32)),
+        ("AWQ g64 asym", "nano", dict(method="awq", group_size=64)),
+        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
+        ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
+        ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+    ],
+}
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def perplexity(model, windows) -> tuple:
+    total, n = 0.0, 0
+    model.eval()
+    for w in windows:
+        logits = model(torch.tensor([w]))[0, :-1].float()
+        tgt = torch.tensor(w[1:])
+        total += float(torch.nn.functional.cross_entropy(logits, tgt, reduction="sum"))
+        n += len(w) - 1
+    return math.exp(total / n), n
+
+
+def eval_windows(tok, n_windows, ctx):
+    ids = tok.encode(english_text("eval"), add_bos=False)
+    return ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:n_windows]
+
+
+# --------------------------------------------------------------------------- GGUF side
+def _permute_llama(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Half-split rows -> llama.cpp's adjacent-pair order (inverse of the import's unpermute)."""
+    out = w.shape[0]
+    return w.reshape(n_head, 2, out // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_f16_gguf(model_name: str, out: str) -> str:
+    """F16 GGUF of the reference fp weights, metadata/tokenizer copied from the original."""
+    import gguf
+    from nano_runtime.formats.gguf_import import (_field_value, _unpermute_llama,
+                                                  gguf_to_ref_name, open_gguf)
+    if os.path.exists(out):
+        return out
+    src_path = cards.card_weights_path(cards.get_card(model_name))
+    g = open_gguf(src_path)
+    lm = load_model(model_name)
+    cfg, sd = lm.config, {k: v.detach().numpy() for k, v in lm.model.state_dict().items()}
+    w = gguf.GGUFWriter(out + ".tmp", g.arch)
+    for key, field in g.reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+            continue
+        vt = field.types[0]
+        sub = field.types[-1] if vt == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, _field_value(field), vt, sub)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for t in g.reader.tensors:
+        ref = gguf_to_ref_name(t.name)
+        a = sd[ref].astype(np.float32)
+        if cfg.family == "llama" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
+            nh = cfg.n_heads if t.name.endswith("attn_q.weight") else cfg.n_kv_heads
+            p = _permute_llama(a, nh)
+            assert np.array_equal(_unpermute_llama(p, nh), a)
+            a = p
+        if a.ndim == 1:
+            if cfg.norm_unit_offset and t.name.endswith("norm.weight"):
+                a = a + 1.0
+            w.add_tensor(t.name, a.astype(np.float32))
+        else:
+            w.add_tensor(t.name, a.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def llama_cpp_quantize(f16: str, out: str, ftype: str) -> str:
+    import llama_cpp
+    if os.path.exists(out):
+        return out
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = {"Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+               "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[ftype]
+    p.nthread = 2
+    rc = llama_cpp.llama_model_quantize(f16.encode(), (out + ".tmp").encode(), ctypes.byref(p))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed ({rc})")
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def gguf_bpw(path: str, cfg) -> dict:
+    from nano_runtime.formats.gguf_import import open_gguf
+    g = open_gguf(path)
+    lin_b = lin_n = tot_b = tot_n = 0
+    types = {}
+    for t in g.reader.tensors:
+        n = int(np.prod(t.shape))
+        tot_b += t.n_bytes
+        tot_n += n
+        if t.name.startswith("blk.") and len(t.shape) == 2:
+            lin_b += t.n_bytes
+            lin_n += n
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        elif len(t.shape) == 2:
+            types[t.name.split(".")[0] + ":" + t.tensor_type.name] = 1
+    return {"linear": 8 * lin_b / lin_n, "total": 8 * tot_b / tot_n, "types": types}
+
+
+# --------------------------------------------------------------------------- driver
+def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs):
+    t0 = time.time()
+    info = {}
+    if kind == "fp":
+        model = load_model(model_name).model
+        lm_cfg = None
+    elif kind == "nano":
+        out = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.nano")
+        if not os.path.exists(out):
+            res = quantize_model(model_name, out, n_calib=calib_seqs, show_progress=True, **opts)
+            info["quant_seconds"] = round(res["seconds"], 1)
+        f = nf.open_nano(out)
+        bpw = nf.bits_per_weight(f.config, f.recipe)
+        info.update(bpw_linear=bpw["linear"], bpw_total=bpw["total"])
+        model = nf.load_reference(out, use_kernels=False).model
+    else:
+        f16 = write_f16_gguf(model_name, os.path.join(work, f"{key}-f16.gguf"))
+        q = llama_cpp_quantize(f16, os.path.join(work, f"{key}-{opts['ftype']}.gguf"), opts["ftype"])
+        lm = load_model(q)
+        b = gguf_bpw(q, lm.config)
+        info.update(bpw_linear=b["linear"], bpw_total=b["total"], gguf_types=b["types"])
+        model = lm.model
+    ppl, n = perplexity(model, windows)
+    info.update(ppl=ppl, tokens=n, seconds=round(time.time() - t0, 1))
+    return info
+
+
+def fmt_table(results: dict, key: str) -> str:
+    rows = [(lab, r) for (k, lab), r in ((tuple(x.split("|", 1)), r) for x, r in results.items())
+            if k == key]
+    fp = next((r["ppl"] for lab, r in rows if lab.startswith("fp")), None)
+    lines = [f"| {MODELS[key]} | linear bpw | file bpw | ppl | vs fp |", "|---|---:|---:|---:|---:|"]
+    for lab, r in rows:
+        d = f"{100 * (r['ppl'] / fp - 1):+.2f}%" if fp else ""
+        bl = f"{r['bpw_linear']:.3f}" if "bpw_linear" in r else "32 (fp)"
+        bt = f"{r['bpw_total']:.3f}" if "bpw_total" in r else "32 (fp)"
+        lines.append(f"| {lab} | {bl} | {bt} | {r['ppl']:.4f} | {d} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = sorted({k.split("|")[0] for k in results})
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        fp = next((r["ppl"] for k, r in results.items() if k.startswith(key + "|fp")), None)
+        for k, r in results.items():
+            if not k.startswith(key + "|") or "bpw_linear" not in r:
+                continue
+            lab = k.split("|", 1)[1]
+            c = ("tab:red" if "llama.cpp" in lab else "tab:blue" if "GPTQ" in lab else
+                 "tab:green" if "AWQ" in lab else "tab:gray")
+            ax.scatter(r["bpw_linear"], r["ppl"], color=c)
+            ax.annotate(lab, (r["bpw_linear"], r["ppl"]), fontsize=7)
+        if fp:
+            ax.axhline(fp, color="k", lw=0.8, label="fp")
+            ax.axhline(fp * 1.02, color="k", lw=0.8, ls="--", label="fp + 2%")
+        ax.set_xlabel("bits per weight (linear layers, scales included)")
+        ax.set_ylabel("perplexity (ctx 512)")
+        ax.set_title(MODELS[key])
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="smollm2,gemma3")
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--calib-seqs", type=int, default=8)
+    ap.add_argument("--rows", default="", help="regex: run only matching row labels")
+    ap.add_argument("--work", default="/tmp/nano_quant_quality")
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    os.makedirs(a.work, exist_ok=True)
+    os.makedirs(RESULTS, exist_ok=True)
+    cache = os.path.join(a.work, "results.json")
+    results = json.load(open(cache)) if os.path.exists(cache) else {}
+    for key in a.models.split(","):
+        name = MODELS[key]
+        tok = load_model(name, with_model=False).tokenizer
+        windows = eval_windows(tok, a.windows, a.ctx)
+        for label, kind, opts in ROWS[key]:
+            if a.rows and not re.search(a.rows, label):
+                continue
+            rk = f"{key}|{label}"
+            if rk in results:
+                continue
+            print(f"== {rk}", file=sys.stderr, flush=True)
+            try:
+                results[rk] = run_row(key, name, label, kind, opts, windows, a.work, a.calib_seqs)
+            except Exception as e:  # keep going; the row is retried on the next run
+                print(f"!! {rk} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                continue
+            results[rk]["windows"] = len(windows)
+            print(json.dumps({rk: results[rk]}), file=sys.stderr, flush=True)
+            with open(cache + ".tmp", "w") as f:
+                json.dump(results, f, indent=1)
+            os.replace(cache + ".tmp", cache)
+    out = []
+    for key in MODELS:
+        if any(k.startswith(key + "|") for k in results):
+            out.append(fmt_table(results, key))
+    md = (f"Perplexity at ctx {a.ctx} on held-out English text (first {a.windows} windows of "
+          "nano_runtime.data eval split); calibration: the disjoint calib split.\n\n"
+          + "\n\n".join(out) + "\n")
+    print(md)
+    with open(os.path.join(RESULTS, "quant_quality.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(RESULTS, "quant_quality.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    plot(results, os.path.join(RESULTS, "quant_quality.png"))
+
+
+if __name__ == "__main__":
+    main()
