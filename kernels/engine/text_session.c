@@ -1,0 +1,257 @@
+/* text_session.c - the text API of nano_text.h: a model with its tokenizer, and
+ * sessions that take text (plain or chat turns) and stream text back.
+ *
+ * Streaming keeps a small UTF-8 assembler per call: token pieces are appended,
+ * only whole characters are handed out, invalid bytes become U+FFFD, so every
+ * callback carries valid UTF-8 and no character is split across callbacks.
+ *
+ * The engine does not evaluate the last sampled token when generation stops
+ * (length / callback / cancel); the session keeps such tokens "pending" and
+ * feeds them first on the next call, so a conversation's KV cache always holds
+ * exactly the text it has seen.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+struct nano_text_model {
+    nano_model *model;
+    nano_tokenizer *tok;
+};
+
+struct nano_text_session {
+    nano_text_model *tm;
+    nano_context *ctx;
+    int in_reply;            /* a chat reply is open (close it before the next turn) */
+    int32_t *pending;        /* generated but not yet evaluated tokens */
+    int n_pending, cap_pending;
+};
+
+int nano_text_model_load(const char *path, const nano_model_params *params, nano_text_model **out) {
+    if (!path || !out) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL path or output");
+    *out = NULL;
+    nano_text_model *tm = calloc(1, sizeof *tm);
+    if (!tm) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    nano_model_params mp = params ? *params : nano_model_default_params();
+    int st = nano_model_load(path, &mp, &tm->model);
+    if (st == NANO_OK) st = nano_tokenizer_from_model(tm->model, &tm->tok);
+    if (st != NANO_OK) { nano_text_model_free(tm); return st; }
+    *out = tm;
+    return NANO_OK;
+}
+
+void nano_text_model_free(nano_text_model *tm) {
+    if (!tm) return;
+    nano_tokenizer_free(tm->tok);
+    nano_model_free(tm->model);
+    free(tm);
+}
+
+nano_model *nano_text_model_model(const nano_text_model *tm) { return tm ? tm->model : NULL; }
+const nano_tokenizer *nano_text_model_tokenizer(const nano_text_model *tm) { return tm ? tm->tok : NULL; }
+
+nano_text_params nano_text_default_params(void) {
+    nano_text_params p;
+    memset(&p, 0, sizeof p);
+    p.max_tokens = 128;
+    p.sampler = nano_sampler_default_params();
+    p.sampler.temperature = 0.0f;
+    return p;
+}
+
+int nano_text_session_create(nano_text_model *tm, const nano_context_params *params,
+                             nano_text_session **out) {
+    if (!tm || !out) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL model or output");
+    *out = NULL;
+    nano_text_session *s = calloc(1, sizeof *s);
+    if (!s) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    nano_context_params cp = params ? *params : nano_context_default_params();
+    int st = nano_context_create(tm->model, &cp, &s->ctx);
+    if (st != NANO_OK) { free(s); return st; }
+    s->tm = tm;
+    *out = s;
+    return NANO_OK;
+}
+
+void nano_text_session_free(nano_text_session *s) {
+    if (!s) return;
+    nano_context_free(s->ctx);
+    free(s->pending);
+    free(s);
+}
+
+int nano_text_session_reset(nano_text_session *s) {
+    if (!s) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL session");
+    s->in_reply = 0;
+    s->n_pending = 0;
+    return nano_context_reset(s->ctx);
+}
+
+void nano_text_session_cancel(nano_text_session *s) {
+    if (s) nano_context_cancel(s->ctx);
+}
+
+int nano_text_session_get_stats(const nano_text_session *s, nano_stats *stats) {
+    if (!s) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL session");
+    return nano_context_get_stats(s->ctx, stats);
+}
+
+nano_context *nano_text_session_context(const nano_text_session *s) { return s ? s->ctx : NULL; }
+
+/* ---- streaming UTF-8 ------------------------------------------------------------ */
+typedef struct {
+    const nano_text_params *p;
+    const nano_tokenizer *tok;
+    uint8_t tail[4];        /* an incomplete character carried to the next token */
+    int n_tail;
+    char *out;              /* scratch for one callback */
+    size_t cap;
+    int oom;
+} text_stream;
+
+/* Length of a complete, valid UTF-8 character at s[0..n); 0 = incomplete, -1 = invalid. */
+static int utf8_char(const uint8_t *s, size_t n) {
+    uint8_t b = s[0];
+    int len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : -1;
+    if (len < 0) return -1;
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return 0;
+        if ((s[i] & 0xC0) != 0x80) return -1;
+    }
+    if (len > 1) {
+        size_t adv;
+        if (tok_utf8_next(s, (size_t)len, &adv) == 0xFFFD && !(len == 3 && s[0] == 0xEF && s[1] == 0xBF && s[2] == 0xBD))
+            return -1; /* overlong, surrogate, > U+10FFFF */
+    }
+    return len;
+}
+
+static int emit(text_stream *ts, int32_t token, const uint8_t *piece, size_t n, int final) {
+    size_t need = ((size_t)ts->n_tail + n) * 3 + 8;
+    if (need > ts->cap) {
+        char *p = realloc(ts->out, need);
+        if (!p) { ts->oom = 1; return 1; }
+        ts->out = p;
+        ts->cap = need;
+    }
+    /* bytes to scan: the carried tail, then the piece */
+    uint8_t stackbuf[256];
+    uint8_t *in = ts->n_tail + n <= sizeof stackbuf ? stackbuf : malloc(ts->n_tail + n);
+    if (!in) { ts->oom = 1; return 1; }
+    memcpy(in, ts->tail, (size_t)ts->n_tail);
+    if (n) memcpy(in + ts->n_tail, piece, n);
+    size_t m = (size_t)ts->n_tail + n, i = 0, k = 0;
+    ts->n_tail = 0;
+    while (i < m) {
+        int len = utf8_char(in + i, m - i);
+        if (len > 0) { memcpy(ts->out + k, in + i, (size_t)len); k += (size_t)len; i += (size_t)len; }
+        else if (len == 0 && !final) { memcpy(ts->tail, in + i, m - i); ts->n_tail = (int)(m - i); break; }
+        else { memcpy(ts->out + k, "\xef\xbf\xbd", 3); k += 3; i += len == 0 ? m - i : 1; }
+    }
+    if (in != stackbuf) free(in);
+    if (!ts->p->on_text || (final && !k)) return 0;
+    return ts->p->on_text(ts->p->user, token, ts->out, k);
+}
+
+static int on_token(void *user, int32_t token) {
+    text_stream *ts = user;
+    const char *piece;
+    size_t n;
+    if (nano_token_piece(ts->tok, token, &piece, &n) != NANO_OK) n = 0, piece = "";
+    return emit(ts, token, (const uint8_t *)piece, n, 0);
+}
+
+/* ---- generation ------------------------------------------------------------------- */
+static int pending_push(nano_text_session *s, const int32_t *ids, int n) {
+    if (s->n_pending + n > s->cap_pending) {
+        int cap = (s->n_pending + n) * 2 + 8;
+        int32_t *p = realloc(s->pending, (size_t)cap * sizeof *p);
+        if (!p) return -1;
+        s->pending = p;
+        s->cap_pending = cap;
+    }
+    memcpy(s->pending + s->n_pending, ids, (size_t)n * sizeof *ids);
+    s->n_pending += n;
+    return 0;
+}
+
+/* Feed pending + ids[n] as the prompt, generate with streaming. */
+static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_params *p,
+               nano_generate_result *res) {
+    const nano_tokenizer *tok = s->tm->tok;
+    if (p->max_tokens < 1) return nano_set_error(NANO_ERR_INVALID_ARG, "max_tokens must be >= 1");
+    int n_prompt = s->n_pending + n;
+    int32_t *prompt = malloc(((size_t)n_prompt + 1) * sizeof *prompt);
+    int32_t *out = malloc((size_t)p->max_tokens * sizeof *out);
+    if (!prompt || !out) { free(prompt); free(out); return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory"); }
+    memcpy(prompt, s->pending, (size_t)s->n_pending * sizeof *prompt);
+    memcpy(prompt + s->n_pending, ids, (size_t)n * sizeof *prompt);
+
+    text_stream ts = {.p = p, .tok = tok};
+    nano_generate_params gp = nano_generate_default_params();
+    gp.max_tokens = p->max_tokens;
+    gp.sampler = p->sampler;
+    gp.stop_ids = tok->stop_ids;
+    gp.n_stop_ids = tok->n_stop_ids;
+    gp.on_token = on_token;
+    gp.user = &ts;
+    nano_generate_result r;
+    int n_before = nano_context_n_past(s->ctx, NULL);
+    int st = nano_generate(s->ctx, prompt, n_prompt, &gp, out, p->max_tokens, &r);
+    if (st == NANO_OK) {
+        if (ts.n_tail) emit(&ts, -1, NULL, 0, 1); /* ended inside a character */
+        if (ts.oom) st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    }
+    if (st == NANO_OK) {
+        /* tokens the engine sampled but did not evaluate stay pending */
+        int in_kv = nano_context_n_past(s->ctx, NULL) - n_before - r.n_prompt;
+        if (r.n_prompt == n_prompt) s->n_pending = 0;
+        int missing = r.n_generated - (in_kv > 0 ? in_kv : 0);
+        if (missing > 0 && pending_push(s, out + r.n_generated - missing, missing))
+            st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+        if (res) *res = r;
+    }
+    free(ts.out);
+    free(prompt);
+    free(out);
+    return st;
+}
+
+static int tokenize_all(const nano_tokenizer *tok, const char *text, size_t len, int add_bos,
+                        int special, tok_ids *ids) {
+    if (add_bos && tok->bos_id >= 0) tok_ids_push(ids, tok->bos_id);
+    int st = tok_encode(tok, text, len, special, ids);
+    if (st == NANO_OK && ids->oom) st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    if (st == NANO_OK && ids->n > (size_t)INT32_MAX / 2) st = nano_set_error(NANO_ERR_INVALID_ARG, "text too long");
+    return st;
+}
+
+int nano_text_generate(nano_text_session *s, const char *prompt, const nano_text_params *params,
+                       nano_generate_result *result) {
+    if (!s || !prompt) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL session or prompt");
+    nano_text_params p = params ? *params : nano_text_default_params();
+    int empty = nano_context_n_past(s->ctx, NULL) == 0 && s->n_pending == 0;
+    tok_ids ids = {0};
+    int st = tokenize_all(s->tm->tok, prompt, strlen(prompt), empty && s->tm->tok->add_bos, 0, &ids);
+    if (st == NANO_OK) st = run(s, ids.v, (int)ids.n, &p, result);
+    if (st == NANO_OK) s->in_reply = 0;
+    free(ids.v);
+    return st;
+}
+
+int nano_text_chat(nano_text_session *s, const nano_chat_message *msgs, int n,
+                   const nano_text_params *params, nano_generate_result *result) {
+    if (!s || n < 0 || (n && !msgs)) return nano_set_error(NANO_ERR_INVALID_ARG, "bad chat arguments");
+    nano_text_params p = params ? *params : nano_text_default_params();
+    int first = nano_context_n_past(s->ctx, NULL) == 0 && s->n_pending == 0;
+    tok_buf b = {0};
+    int st = tok_chat_render(s->tm->tok, msgs, n, first, s->in_reply, 1, &b);
+    tok_ids ids = {0};
+    if (st == NANO_OK) st = tokenize_all(s->tm->tok, b.s ? b.s : "", b.n, 0, 1, &ids);
+    if (st == NANO_OK) st = run(s, ids.v, (int)ids.n, &p, result);
+    if (st == NANO_OK) s->in_reply = 1;
+    free(ids.v);
+    free(b.s);
+    return st;
+}
