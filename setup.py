@@ -104,7 +104,7 @@ setup(
         "test": ["pytest", "pexpect", "matplotlib"],
         "bench": ["matplotlib", "llama-cpp-python", "onnxruntime"],
         "export": ["executorch==1.5.1", "torchao==0.18.0", "onnxruntime-genai", "onnx", "onnx-ir",
-                   "onnxruntime"],
+                   "onnxruntime", "transformers"],
     },
     entry_points={"console_scripts": ["nano=nano_runtime.cli:main"]},
 )

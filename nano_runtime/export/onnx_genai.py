@@ -36,6 +36,7 @@ from ..errors import NanoError
 from .metadata import ExportOptions, export_metadata
 
 ACCURACY_LEVEL = 4   # int8 activations in MatMulNBits: ORT's CPU default, fastest on ARM
+GQA_WINDOW_OFFSET = int(os.environ.get("NANO_GQA_WINDOW_OFFSET", "-1"))  # see docstring
 
 
 def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True) -> dict:
@@ -57,7 +58,8 @@ def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = Tru
             AtomicDir(out_dir) as tmp:
         hf_dir = os.path.join(work, "hf")
         bar.set_postfix_str("HF checkpoint")
-        write_hf_checkpoint(lm.model, cfg, lm.tokenizer, hf_dir, opts.max_seq_len)
+        write_hf_checkpoint(lm.model, cfg, lm.tokenizer, hf_dir, opts.max_seq_len,
+                            window_offset=GQA_WINDOW_OFFSET)
         bar.update(1)
         bar.set_postfix_str("ORT GenAI model builder")
         _run_builder(hf_dir, tmp, os.path.join(work, "cache"), opts)

@@ -94,8 +94,12 @@ def quantize_pte_model(model: PteDecoder, group_size: int):
 
 
 def build_quantized_decoder(ref: nn.Module, opts: ExportOptions) -> PteDecoder:
-    """The eager model that gets exported (also the same-quantization reference)."""
-    m = PteDecoder(ref, opts.max_seq_len).eval()
+    """The eager model that gets exported (also the same-quantization reference).
+
+    Works on a copy: `ref` keeps its float weights and no cache.
+    """
+    import copy
+    m = PteDecoder(copy.deepcopy(ref), opts.max_seq_len).eval()
     with torch.no_grad():
         quantize_pte_model(m, opts.group_size)
     return m

@@ -1,0 +1,296 @@
+"""Exported artifacts in their own runtimes: correctness against the reference, size, speed, ppl.
+
+For each model (default: smollm2-135m-instruct gemma3-270m) this exports (or reuses,
+--artifacts DIR) the ExecuTorch .pte and the ONNX Runtime GenAI folder, then:
+
+1. Greedy agreement, 5 prompts x 32 tokens, each artifact against "the reference
+   running the same quantization":
+     .pte  vs the quantized eager PteDecoder (same torchao 8da4w/8da8w/int8 weights,
+           activations fake-quantized in PyTorch, int8 GEMMs in XNNPACK);
+     onnx  vs the reference Transformer holding the folder's int4 weights (weight-only;
+           ORT's MatMulNBits also quantizes activations to int8, accuracy_level 4).
+   Both artifacts quantize activations, so identical tokens are not guaranteed; the
+   criterion that applies is teacher-forced top-1 agreement >= 95% (all 5 prompts,
+   every position), and identical greedy tokens are reported alongside.
+   The .pte is also run through ExecuTorch's own LLM runner (TextLLMRunner: its
+   tokenizer, prefill, sampler) and its text compared with the reference's.
+2. File size, load time, prefill and decode tok/s at 1 and 2 threads, runtimes
+   interleaved, --reps repetitions, medians.
+3. Perplexity on nano_runtime.data.english_text("eval"), ctx 512, --windows windows:
+   fp32 reference, each same-quantization reference, each artifact.
+
+Writes benchmarks/results/export_bench.json, export_bench.md and export_bench.png.
+Run: nice -n 10 python benchmarks/bench_export.py [MODEL ...] [--reps 3] [--windows 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+warnings.filterwarnings("ignore")
+
+from nano_runtime.data import english_text  # noqa: E402
+from nano_runtime.evaluate import nll_of_window, ppl_windows  # noqa: E402
+from nano_runtime.export import runtimes as R  # noqa: E402
+from nano_runtime.export.metadata import ONNX_SCHEME, PTE_SCHEME, ExportOptions  # noqa: E402
+from nano_runtime.loader import load_model  # noqa: E402
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+]
+RESULTS = os.path.join(HERE, "results")
+
+
+def dir_bytes(d):
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+               if os.path.isfile(os.path.join(d, f)))
+
+
+def artifact_bytes(d, kind):
+    if kind == "pte":
+        return os.path.getsize(os.path.join(d, "model.pte"))
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+               if f.startswith("model.onnx"))
+
+
+def ensure_artifacts(lm, root, opts, name):
+    from nano_runtime.export.onnx_genai import export_onnx
+    from nano_runtime.export.pte import export_pte
+    out, times = {}, {}
+    for kind, fn in (("pte", export_pte), ("onnx", export_onnx)):
+        d = os.path.join(root, f"{name}-{kind}")
+        if not os.path.isdir(d):
+            t0 = time.perf_counter()
+            fn(lm, d, opts)
+            times[kind] = time.perf_counter() - t0
+        out[kind] = d
+    return out, times
+
+
+def prompt_ids(tok, text):
+    return tok.encode(text)
+
+
+def correctness(lm, arts, opts, n_tokens=32):
+    tok = lm.tokenizer
+    from nano_runtime.export.pte import build_quantized_decoder
+    res = {}
+    # ---- onnx first (the pte reference copies and quantizes the model)
+    g = R.GenaiModel(arts["onnx"], threads=2)
+    ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len)
+    qdec = build_quantized_decoder(lm.model, opts)
+    ref_pte = R.RefStepper(qdec, start_pos_only=True)
+    pm = R.PteModule(arts["pte"], threads=2)
+    for kind, art, ref in (("onnx", g, ref_onnx), ("pte", pm, ref_pte)):
+        rows = []
+        for p in PROMPTS:
+            ids = prompt_ids(tok, p)
+            ra = R.greedy(ref, ids, n_tokens)
+            aa = R.greedy(art, ids, n_tokens)
+            # teacher-forced on the reference continuation: top-1 agreement per position
+            seq = ids + ra
+            la = R.teacher_forced_logits(art, seq, len(ids))
+            lr = R.teacher_forced_logits(ref, seq, len(ids))
+            rows.append({"prompt": p, "prompt_tokens": len(ids),
+                         "identical_prefix": R.first_divergence(ra, aa),
+                         "top1": float((la.argmax(-1) == lr.argmax(-1)).mean()),
+                         "max_abs_logit_diff": float(np.abs(la - lr).max()),
+                         "ref_text": tok.decode(ra), "artifact_text": tok.decode(aa)})
+        res[kind] = rows
+    # ---- the .pte through ExecuTorch's own LLM runner (text in, text out)
+    runner, rows = None, []
+    nb = 1 if tok.add_bos and tok.bos_id is not None else 0
+    for p, r in zip(PROMPTS, res["pte"]):
+        pieces, _, runner = R.pte_llm_generate(arts["pte"], p, n_tokens, threads=2,
+                                               num_bos=nb, runner=runner)
+        ra = R.greedy(ref_pte, prompt_ids(tok, p), n_tokens)
+        ref_pieces = [tok.decode([t]) for t in ra]
+        same = 0
+        for a, b in zip(pieces, ref_pieces):
+            if a != b:
+                break
+            same += 1
+        rows.append({"prompt": p, "runner_tokens": len(pieces), "identical_prefix": same,
+                     "runner_text": "".join(pieces)})
+    res["pte_llm_runner"] = rows
+    # ---- ORT GenAI's tokenizer against ours
+    res["onnx_tokenizer_matches"] = all(
+        list(g.tokenizer.encode(p)) == prompt_ids(tok, p) for p in PROMPTS)
+    del qdec
+    return res
+
+
+def speed(arts, tok, threads_list, reps, prompt_len=128, gen=64):
+    """Interleaved timings: load s, prefill tok/s, decode tok/s per (runtime, threads)."""
+    text = english_text("eval")
+    ids = tok.encode(text)[:prompt_len]
+    samples = {}
+    for rep in range(reps):
+        for th in threads_list:
+            for kind in ("pte", "onnx"):
+                key = f"{kind}@{th}"
+                s = samples.setdefault(key, {"load_s": [], "prefill_tok_s": [], "decode_tok_s": []})
+                if kind == "pte":
+                    m = R.PteModule(arts["pte"], threads=th)
+                else:
+                    m = R.GenaiModel(arts["onnx"], threads=th)
+                s["load_s"].append(m.load_s)
+                m.reset()
+                t0 = time.perf_counter()
+                logits = m.step(ids, 0)
+                t1 = time.perf_counter()
+                pos, t = len(ids), int(np.argmax(logits))
+                for _ in range(gen):
+                    logits = m.step([t], pos)
+                    t, pos = int(np.argmax(logits)), pos + 1
+                t2 = time.perf_counter()
+                s["prefill_tok_s"].append(len(ids) / (t1 - t0))
+                s["decode_tok_s"].append(gen / (t2 - t1))
+                del m
+    return {k: {m: statistics.median(v) for m, v in d.items()} | {"n": reps}
+            for k, d in samples.items()}
+
+
+def perplexities(lm, arts, opts, windows, ctx=512):
+    from nano_runtime.export.pte import build_quantized_decoder
+    tok = lm.tokenizer
+    ids = tok.encode(english_text("eval"), add_bos=False)
+    wins = ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:windows]
+
+    def ppl(fn):
+        tot, n = 0.0, 0
+        for w in wins:
+            nll = nll_of_window(fn(w), w)
+            tot += float(nll.sum())
+            n += len(nll)
+        return {"ppl": float(np.exp(tot / n)), "tokens": n}
+
+    def stepwise(r):
+        return lambda w: R.teacher_forced_logits(r, w, 1)
+
+    out = {}
+    with torch.no_grad():
+        out["reference_fp32"] = ppl(lambda w: lm.model(torch.tensor([w]))[0].float().numpy())
+        ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len).module
+        ref_onnx.clear_cache()
+        out["reference_onnx_quant"] = ppl(lambda w: ref_onnx(torch.tensor([w]))[0].float().numpy())
+        del ref_onnx
+    g = R.GenaiModel(arts["onnx"], threads=2)
+    out["onnx_genai"] = ppl(g.all_logits)
+    del g
+    out["pte_executorch"] = ppl(stepwise(R.PteModule(arts["pte"], threads=2)))
+    qdec = build_quantized_decoder(lm.model, opts)
+    out["reference_pte_quant"] = ppl(stepwise(R.RefStepper(qdec, start_pos_only=True)))
+    return out
+
+
+def markdown(all_res):
+    lines = ["# Exported artifacts (ExecuTorch .pte, ONNX Runtime GenAI)", "",
+             f"- .pte: {PTE_SCHEME}", f"- onnx: {ONNX_SCHEME}", "",
+             "## Agreement with the reference running the same quantization "
+             "(5 prompts x 32 greedy tokens)", "",
+             "| model | artifact | identical greedy tokens per prompt | all 32 identical | "
+             "teacher-forced top-1 | max abs logit diff |", "|---|---|---|---|---|---|"]
+    for name, r in all_res.items():
+        c = r["correctness"]
+        for kind in ("pte", "onnx"):
+            rows = c[kind]
+            pref = [x["identical_prefix"] for x in rows]
+            top1 = float(np.mean([x["top1"] for x in rows]))
+            lines.append(f"| {name} | {kind} | {pref} | {sum(p == 32 for p in pref)}/5 | "
+                         f"{top1:.1%} | {max(x['max_abs_logit_diff'] for x in rows):.3f} |")
+        pref = [x["identical_prefix"] for x in c["pte_llm_runner"]]
+        lines.append(f"| {name} | pte via ExecuTorch LLM runner (text) | {pref} | "
+                     f"{sum(p == 32 for p in pref)}/5 | | |")
+    lines += ["", "## Size, load, speed (medians of interleaved runs; prefill 128 tokens, "
+              "decode 64)", "",
+              "| model | artifact | size MiB | threads | load s | prefill tok/s | decode tok/s |",
+              "|---|---|---|---|---|---|---|"]
+    for name, r in all_res.items():
+        for key, s in r["speed"].items():
+            kind, th = key.split("@")
+            lines.append(f"| {name} | {kind} | {r['size_bytes'][kind] / 2**20:.1f} | {th} | "
+                         f"{s['load_s']:.3f} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} |")
+    lines += ["", "## Perplexity (english_text('eval'), ctx 512)", "",
+              "| model | runtime | ppl | tokens |", "|---|---|---|---|"]
+    for name, r in all_res.items():
+        for k, v in r["ppl"].items():
+            lines.append(f"| {name} | {k} | {v['ppl']:.3f} | {v['tokens']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(all_res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("prefill_tok_s", "decode_tok_s")):
+        labels, vals = [], []
+        for name, r in all_res.items():
+            for key, s in r["speed"].items():
+                labels.append(f"{name.split('-')[0]}\n{key}")
+                vals.append(s[metric])
+        ax.bar(range(len(vals)), vals)
+        ax.set_xticks(range(len(vals)), labels, fontsize=7)
+        ax.set_title(metric.replace("_", " "))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="*", default=["smollm2-135m-instruct", "gemma3-270m"])
+    ap.add_argument("--artifacts", default=os.path.join(os.path.expanduser("~"), ".cache",
+                                                         "nano_runtime", "export-bench"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--max-seq-len", type=int, default=1024)
+    args = ap.parse_args()
+    os.makedirs(RESULTS, exist_ok=True)
+    opts = ExportOptions(max_seq_len=args.max_seq_len)
+    out_json = os.path.join(RESULTS, "export_bench.json")
+    all_res = {}
+    if os.path.exists(out_json):
+        with open(out_json) as f:
+            all_res = json.load(f).get("models", {})
+    for name in args.models:
+        lm = load_model(name)
+        arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name)
+        r = {"export_s": export_s,
+             "size_bytes": {k: artifact_bytes(d, k) for k, d in arts.items()},
+             "folder_bytes": {k: dir_bytes(d) for k, d in arts.items()}}
+        print(f"[{name}] correctness", file=sys.stderr)
+        r["correctness"] = correctness(lm, arts, opts)
+        print(f"[{name}] speed", file=sys.stderr)
+        r["speed"] = speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")],
+                           args.reps)
+        print(f"[{name}] perplexity", file=sys.stderr)
+        r["ppl"] = perplexities(load_model(name), arts, opts, args.windows)
+        all_res[name] = r
+        with open(out_json, "w") as f:
+            json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},
+                       "max_seq_len": args.max_seq_len, "models": all_res}, f, indent=1)
+    md = markdown(all_res)
+    with open(os.path.join(RESULTS, "export_bench.md"), "w") as f:
+        f.write(md)
+    plot(all_res, os.path.join(RESULTS, "export_bench.png"))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
