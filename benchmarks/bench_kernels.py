@@ -62,8 +62,6 @@ def layer_shapes(quick: bool):
     for model, (dim, ffn, h, kv, hd) in MODELS.items():
         layers = {"qkv": ((h + 2 * kv) * hd, dim), "o": (dim, h * hd), "up": (ffn, dim),
                   "down": (dim, ffn)}
-        if quick and model not in ("smollm2-135m", "nano-1"):
-            continue
         for name, (n, k) in layers.items():
             if quick and name not in ("up", "down"):
                 continue

@@ -117,7 +117,7 @@ def test_q4_f32_matches_reference(variant, threads):
     for (n, k) in SHAPES:
         for g in GROUPS:
             for sym in (True, False):
-                for m in (1, 3):
+                for m in (1, 3, 6):
                     qw, sc, mn = random_q4(r, n, k, g, sym)
                     w = K.dequantize_q4(qw, sc, mn, g)
                     x = r.standard_normal((m, k)).astype(np.float32)

@@ -313,7 +313,79 @@ INLINE void q4f32_tile(const nano_q4_matrix *w, const float *xr, float *yr, int 
     for (int r = 0; r < NR; r++) yr[n + r] = hsum8(tot[r]);
 }
 
+/* GEMM (m >= 4): dequantize a 4-row x KC-column weight tile to fp32 once, then run a
+ * 2-activation-row x 4-weight-row FMA micro-kernel over every activation row of the
+ * cache block, accumulating partial dot products into y chunk by chunk. */
+#define KC 512
+
+static void dequant_tile_row(const nano_q4_matrix *w, int n, int k0, int kc, float *out) {
+    const int G = w->group_size, ng = nano_q4_ngroups(w);
+    const uint8_t *wr = w->qweight + (size_t)n * (w->k / 2);
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int k = k0; k < k0 + kc; k += 32) {
+        const int g = k / G;
+        const float sc = h2f(w->scales[(size_t)n * ng + g]);
+        const __m256 s = _mm256_set1_ps(sc);
+        const __m256 bias = _mm256_set1_ps(w->mins ? h2f(w->mins[(size_t)n * ng + g]) : -8.0f * sc);
+        const __m128i v = _mm_loadu_si128((const __m128i *)(wr + k / 2));
+        const __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        float *o = out + (k - k0);
+        _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), s, bias));
+        _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), s, bias));
+        _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), s, bias));
+        _mm256_storeu_ps(o + 24, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), s, bias));
+    }
+}
+
+INLINE __m128 hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static void q4_f32_gemm_avx2(const nano_q4_matrix *w, const float *x, float *y, int M, int n0, int n1) {
+    const int K = w->k;
+    float wt[4 * KC] __attribute__((aligned(32)));
+    for (int i0 = 0; i0 < M; i0 += MB) {
+        const int i1 = i0 + MB < M ? i0 + MB : M;
+        for (int n = n0; n < n1; n += 4) {
+            const int nr = n1 - n < 4 ? n1 - n : 4;
+            for (int k0 = 0; k0 < K; k0 += KC) {
+                const int kc = K - k0 < KC ? K - k0 : KC;
+                for (int r = 0; r < 4; r++) {
+                    if (r < nr) dequant_tile_row(w, n + r, k0, kc, wt + r * KC);
+                    else memset(wt + r * KC, 0, sizeof(float) * (size_t)kc);
+                }
+                for (int i = i0; i < i1; i += 2) {
+                    const int two = i + 1 < i1;
+                    const float *xa = x + (size_t)i * K + k0, *xb = two ? xa + K : xa;
+                    __m256 a[2][4];
+                    for (int u = 0; u < 2; u++)
+                        for (int r = 0; r < 4; r++) a[u][r] = _mm256_setzero_ps();
+                    for (int j = 0; j < kc; j += 8) {
+                        const __m256 x0 = _mm256_loadu_ps(xa + j), x1 = _mm256_loadu_ps(xb + j);
+                        for (int r = 0; r < 4; r++) {
+                            const __m256 wv = _mm256_load_ps(wt + r * KC + j);
+                            a[0][r] = _mm256_fmadd_ps(x0, wv, a[0][r]);
+                            a[1][r] = _mm256_fmadd_ps(x1, wv, a[1][r]);
+                        }
+                    }
+                    for (int u = 0; u <= two; u++) {
+                        float v[4];
+                        _mm_storeu_ps(v, hsum4x8(a[u][0], a[u][1], a[u][2], a[u][3]));
+                        float *yp = y + (size_t)(i + u) * w->n + n;
+                        for (int r = 0; r < nr; r++) yp[r] = k0 ? yp[r] + v[r] : v[r];
+                    }
+                }
+            }
+        }
+    }
+}
+
 void nano_q4_f32_avx2(const nano_q4_matrix *w, const float *x, float *y, int m, int n0, int n1) {
+    if (m >= 4) {
+        q4_f32_gemm_avx2(w, x, y, m, n0, n1);
+        return;
+    }
     for (int i = 0; i < m; i++) {
         const float *xr = x + (size_t)i * w->k;
         float *yr = y + (size_t)i * w->n;
