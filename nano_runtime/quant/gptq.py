@@ -91,14 +91,20 @@ def _gptq(w, H, group_size, symmetric, damp, act_order, block, clip_search):
                     S[:, gi] = s_[:, 0]
                     if M is not None:
                         M[:, gi] = m_[:, 0]
-            wcol = W1[:, i:i + 1]
-            s = S[:, gi:gi + 1]
-            m = None if M is None else M[:, gi:gi + 1]
-            q = codes_for(wcol, s, m, 1)
-            Q[:, col] = q[:, 0]
-            deq = dequant_codes(q, s, m, 1)
-            d = Hinv1[i, i]
-            err = (wcol - deq) / d
+            wcol = W1[:, i]
+            s = S[:, gi]
+            safe = torch.where(s != 0, s, torch.ones_like(s))
+            if M is None:
+                q = torch.where(s != 0, torch.round(wcol / safe) + 8, torch.full_like(wcol, 8))
+                q = q.clamp_(0, 15)
+                deq = s * (q - 8.0)
+            else:
+                m = M[:, gi]
+                q = torch.where(s != 0, torch.round((wcol - m) / safe), torch.zeros_like(wcol))
+                q = q.clamp_(0, 15)
+                deq = s * q + m
+            Q[:, col] = q.to(torch.uint8)
+            err = ((wcol - deq) / Hinv1[i, i])[:, None]
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
             Err1[:, i:i + 1] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
