@@ -197,8 +197,9 @@ def executorch_8da4w(n, k, m):
         dim_m = torch.export.Dim("M", min=1, max=512)
         ex = torch.export.export(mod, (torch.randn(2, k),), dynamic_shapes=({0: dim_m},))
         prog = to_edge_transform_and_lower(ex, partitioner=[XnnpackPartitioner()]).to_executorch()
-        _ET_CACHE[key] = Runtime.get().load_program(prog.buffer).load_method("forward")
-    meth = _ET_CACHE[key]
+        program = Runtime.get().load_program(prog.buffer)  # must outlive its method
+        _ET_CACHE[key] = (prog, program, program.load_method("forward"))
+    meth = _ET_CACHE[key][2]
     x = torch.randn(m, k)
     return lambda: meth.execute([x])
 
