@@ -90,7 +90,8 @@ NANO_API nano_pool *nano_pool_create(int n_threads);
 NANO_API void nano_pool_free(nano_pool *pool);           /* NULL is a no-op */
 NANO_API int nano_pool_size(const nano_pool *pool);      /* 1 for NULL      */
 /* Run fn(arg, tid, nthreads) on every thread (tid 0 is the caller) and wait.
- * No allocation or locking on the hot path. The engine may use it for its own loops. */
+ * No allocation or locking on the hot path. The engine may use it for its own loops;
+ * fn must not call nano_pool_run on the same pool (no nesting). */
 typedef void (*nano_pool_fn)(void *arg, int tid, int nthreads);
 NANO_API int nano_pool_run(nano_pool *pool, nano_pool_fn fn, void *arg);
 
@@ -142,6 +143,9 @@ NANO_API int nano_kernel_variant_from_name(const char *name); /* id or NANO_K_ER
 NANO_API int nano_kernel_variant_available(int variant);
 /* Force a variant (-1 = automatic choice again). NANO_K_ERR_UNSUPPORTED if unavailable. */
 NANO_API int nano_kernel_set_variant(int variant);
+/* Write the available variants (ascending id, scalar first) to out[0..max); returns how many
+ * are available (may exceed max; out may be NULL to count). */
+NANO_API int nano_kernel_variant_list(int *out, int max);
 
 #ifdef __cplusplus
 }

@@ -80,6 +80,16 @@ NANO_API int nano_kernel_variant_available(int v) {
     return table_of(v) != NULL && cpu_supports(v);
 }
 
+NANO_API int nano_kernel_variant_list(int *out, int max) {
+    int c = 0;
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++)
+        if (nano_kernel_variant_available(v)) {
+            if (out && c < max) out[c] = v;
+            c++;
+        }
+    return c;
+}
+
 NANO_API const char *nano_kernel_variant_name(int v) {
     return (v >= 0 && v < NANO_VARIANT_COUNT) ? VARIANT_NAMES[v] : NULL;
 }

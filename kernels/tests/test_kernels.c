@@ -75,12 +75,7 @@ static void absdot_q4(const nano_q4_matrix *w, const float *x, int m, float *out
     free(row);
 }
 
-static int nvariants(int *vs) {
-    int c = 0;
-    for (int v = 0; v < NANO_VARIANT_COUNT; v++)
-        if (nano_kernel_variant_available(v)) vs[c++] = v;
-    return c;
-}
+static int nvariants(int *vs) { return nano_kernel_variant_list(vs, NANO_VARIANT_COUNT); }
 
 static void test_q4(nano_pool *pool, int n, int k, int g, int asym, int m) {
     int vs[NANO_VARIANT_COUNT];
