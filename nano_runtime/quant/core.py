@@ -18,7 +18,7 @@ import torch
 from ..errors import NanoError
 from ..formats.nano_file import GROUP_SIZES, QK, ngroups
 
-ROW_CHUNK = 1024  # rows quantized at once (bounds temporary memory for large tensors)
+CHUNK_ELEMS = 1 << 20  # weights quantized at once (bounds temporary memory for large tensors)
 
 
 def check_q4_shape(name: str, k: int, group_size: int):
@@ -152,10 +152,11 @@ def quantize_q4(name: str, w, group_size: int, symmetric: bool, clip=None):
     check_q4_shape(name, k, group_size)
     check_finite(name, w)
     outs = []
-    for r0 in range(0, n, ROW_CHUNK):
-        wc = w[r0:r0 + ROW_CHUNK].float()
+    rows = max(1, CHUNK_ELEMS // k)
+    for r0 in range(0, n, rows):
+        wc = w[r0:r0 + rows].float()
         c = None if clip is None or isinstance(clip, float) and clip == 1.0 else (
-            clip if isinstance(clip, float) else clip[r0:r0 + ROW_CHUNK])
+            clip if isinstance(clip, float) else clip[r0:r0 + rows])
         s, mn = group_params(wc, group_size, symmetric, c)
         outs.append(pack_from_codes(codes_for(wc, s, mn, group_size), s, mn))
     qw = np.concatenate([o[0] for o in outs])
@@ -173,8 +174,9 @@ def quantize_q8(name: str, w):
                         "it cannot be stored as int8")
     check_finite(name, w)
     qs, ss = [], []
-    for r0 in range(0, n, ROW_CHUNK * 4):
-        g = w[r0:r0 + ROW_CHUNK * 4].float().reshape(-1, k // QK, QK)
+    rows = max(1, CHUNK_ELEMS // k)
+    for r0 in range(0, n, rows):
+        g = w[r0:r0 + rows].float().reshape(-1, k // QK, QK)
         s = (g.abs().amax(-1) / 127.0).half().float()
         safe = torch.where(s != 0, s, torch.ones_like(s))[..., None]
         q = torch.where(s[..., None] != 0, torch.round(g / safe), torch.zeros_like(g))

@@ -84,8 +84,16 @@ def rtn_stream(src, recipe):
             continue
         prefix = name[:-len(".weight")]
         fmt = nf.tensor_format(cfg, recipe, prefix)
-        parts = [packed_entries(prefix, fmt, c, g, sym) for c in chunks]
-        yield from _concat_entries(parts)
+        # the packed outputs are allocated once and filled chunk by chunk (no concatenation)
+        bufs = {n: np.empty(shp, dt) for n, dt, shp in nf.prefix_entries(prefix, fmt, *shape, g, sym)}
+        r0 = 0
+        for c in chunks:
+            for n, arr in packed_entries(prefix, fmt, c, g, sym):
+                bufs[n][r0:r0 + arr.shape[0]] = arr
+            r0 += c.shape[0]
+            del c
+        yield from bufs.items()
+        del bufs
 
 
 # --------------------------------------------------------------------------- GGUF exact
@@ -282,6 +290,7 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
     if os.path.isdir(out):
         raise NanoError(f"cannot write {out}: it is a directory")
     t0 = time.time()
+    import_rss = peak_rss_mb()  # interpreter + torch + numpy, before any model work
     calib_text = None
     if method in CALIBRATED:
         from .calib import read_calib_text
@@ -307,6 +316,7 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
                       disable=not show_progress) as bar:
         nf.write_nano(out, cfg, stream, src.tokenizer, recipe, progress=bar)
     bpw = nf.bits_per_weight(cfg, recipe)
-    return {"seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb(), "method": method,
+    return {"seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb(),
+            "rss_before_mb": import_rss, "method": method,
             "bits_per_weight": bpw["linear"], "bits_per_weight_total": bpw["total"],
             "file_size_bytes": os.path.getsize(out), "recipe": recipe, "layer_errors": stats}

@@ -22,7 +22,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import NanoError
 
-CHUNK_ELEMS = 1 << 22  # 4M floats (16 MB) per row chunk
+CHUNK_ELEMS = 1 << 20  # 1M floats (4 MB) per row chunk
 
 
 def rows_per_chunk(k: int) -> int:
