@@ -294,7 +294,13 @@ def dequantize_q8(qweight8, scales) -> np.ndarray:
 def _arr(a, dtype, name):
     """numpy view of a numpy array or CPU torch tensor, C-contiguous, of dtype."""
     if hasattr(a, "detach"):  # torch tensor: zero-copy when already CPU-contiguous
-        a = a.detach().cpu().contiguous().numpy()
+        t = a.detach().cpu()
+        if name == "x" and str(t.dtype) != "torch.float32":
+            t = t.float()  # bf16/fp16 activations have no numpy view
+        try:
+            a = t.contiguous().numpy()
+        except TypeError as e:
+            raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {t.dtype}") from e
     a = np.asarray(a)
     if a.dtype != dtype:
         if name in ("x",):
@@ -515,6 +521,14 @@ try:  # the kernels work without torch; the op and module need it
             if linear.bias is not None:
                 m.bias.copy_(linear.bias.detach().float())
             return m
+
+        def _apply(self, fn, recurse=True):
+            """module.to(dtype) must not touch the packed fp16 scales/mins (only move them)."""
+            keep = {k: self._buffers[k] for k in ("scales", "mins") if self._buffers.get(k) is not None}
+            super()._apply(fn, recurse)
+            for k, v in keep.items():
+                self._buffers[k] = v.to(self._buffers[k].device)
+            return self
 
         def dequantized_weight(self) -> torch.Tensor:
             mins = None if self.mins is None else self.mins.numpy()

@@ -300,3 +300,6 @@ def test_torch_op_and_module():
     ref = torch.nn.functional.linear(x, q.dequantized_weight(), lin.bias)
     torch.testing.assert_close(q(x), ref, rtol=1e-4, atol=1e-4)
     assert set(q.state_dict()) == {"qweight", "scales", "bias"}
+    qb = q.to(torch.bfloat16)  # packed scales stay fp16, activations follow the module dtype
+    assert qb.scales.dtype == torch.float16
+    assert qb(x.to(torch.bfloat16)).dtype == torch.bfloat16
