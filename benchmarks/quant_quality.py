@@ -1,7 +1,7 @@
 """4-bit quality table: perplexity of every quantization method against the fp model and
 llama.cpp's own quantizer, on held-out real English text.
 
-    nice -n 10 python benchmarks/quant_quality.py [--models smollm2,gemma3] [--windows 8]
+    nice -n 10 python benchmarks/quant_quality.py [--models smollm2,gemma3] [--windows 6]
         [--ctx 512] [--calib-seqs 8] [--rows REGEX] [--work DIR]
 
 * Eval text: nano_runtime.data english_text("eval") (CPython's reference docs), the first
@@ -18,7 +18,7 @@ llama.cpp's own quantizer, on held-out real English text.
 * bits per weight count scales and mins: "linear bpw" over the transformer's linear
   layers, "file bpw" over every parameter (embeddings included).
 
-Each row's result is cached in DIR/results.json, so an interrupted run resumes. Prints a
+Each row's result is cached in DIR/results-MODELS.json, so an interrupted run resumes. Prints a
 markdown table and writes benchmarks/results/quant_quality.{md,json,png}.
 """
 from __future__ import annotations
@@ -51,31 +51,29 @@ MODELS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"}
 ROWS = {
     "smollm2": [
         ("fp reference (GGUF Q4_1 dequantized)", "fp", {}),
-        ("gguf-exact g32 asym", "nano", dict(method="gguf-exact")),
-        ("RTN g64 asym", "nano", dict(method="rtn", group_size=64)),
+        ("gguf-exact g32 asym", "exact", dict(method="gguf-exact")),
+        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
+        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
+        ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
         ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
+        ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+        ("GPTQ g32 sym", "nano", dict(method="gptq", group_size=32, symmetric=True)),
+        ("AWQ g32 sym", "nano", dict(method="awq", group_size=32, symmetric=True)),
         ("RTN g32 sym", "nano", dict(method="rtn", group_size=32, symmetric=True)),
         ("GPTQ g64 asym", "nano", dict(method="gptq", group_size=64)),
-        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
-        ("GPTQ g32 sym", "nano", dict(method="gptq", group_size=32, symmetric=True)),
         ("AWQ g64 asym", "nano", dict(method="awq", group_size=64)),
-        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
-        ("AWQ g32 sym", "nano", dict(method="awq", group_size=32, symmetric=True)),
-        ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
-        ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+        ("RTN g64 asym", "nano", dict(method="rtn", group_size=64)),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
-        ("RTN g32 asym", "nano", dict(method="rtn", group_size=32)),
-        ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
-        ("GPTQ g32 asym", "nano", dict(method="gptq", group_size=32)),
-        ("GPTQ g64 asym", "nano", dict(method="gptq", group_size=64)),
-        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
-        ("AWQ g32 asym", "nano", dict(method="awq", group_size=32)),
-        ("AWQ g64 asym", "nano", dict(method="awq", group_size=64)),
-        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
         ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
+        ("GPTQ g128 asym", "nano", dict(method="gptq", group_size=128)),
+        ("AWQ g128 asym", "nano", dict(method="awq", group_size=128)),
+        ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
         ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+        ("GPTQ g32 asym", "nano", dict(method="gptq", group_size=32)),
+        ("AWQ g32 asym", "nano", dict(method="awq", group_size=32)),
+        ("RTN g32 asym", "nano", dict(method="rtn", group_size=32)),
     ],
 }
 
@@ -180,7 +178,8 @@ def gguf_bpw(path: str, cfg) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
-def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs):
+def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_ppl=None,
+            fp_tokens=None):
     t0 = time.time()
     info = {}
     if kind == "fp":
@@ -195,6 +194,22 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs):
         bpw = nf.bits_per_weight(f.config, f.recipe)
         info.update(bpw_linear=bpw["linear"], bpw_total=bpw["total"])
         model = nf.load_reference(out, use_kernels=False).model
+    elif kind == "exact":
+        # bit-identical weights (tests/test_quant.py): compare every tensor instead of re-scoring
+        out = os.path.join(work, f"{key}-gguf-exact.nano")
+        if not os.path.exists(out):
+            quantize_model(model_name, out, show_progress=True, **opts)
+        f = nf.open_nano(out)
+        bpw = nf.bits_per_weight(f.config, f.recipe)
+        ref = load_model(model_name).model.state_dict()
+        same = all(np.array_equal(f.weight(p), ref[p + ".weight"].numpy()) for p in f.formats)
+        same = same and all(np.array_equal(f.norm(n), ref[n].numpy())
+                            for n, _ in nf.norm_shapes(f.config))
+        if not same:
+            raise RuntimeError("gguf-exact weights differ from the fp reference")
+        info.update(bpw_linear=bpw["linear"], bpw_total=bpw["total"], identical_weights=True,
+                    ppl=fp_ppl, tokens=fp_tokens, seconds=round(time.time() - t0, 1))
+        return info
     else:
         f16 = write_f16_gguf(model_name, os.path.join(work, f"{key}-f16.gguf"))
         q = llama_cpp_quantize(f16, os.path.join(work, f"{key}-{opts['ftype']}.gguf"), opts["ftype"])
@@ -250,7 +265,7 @@ def plot(results: dict, path: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="smollm2,gemma3")
-    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--windows", type=int, default=6)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--calib-seqs", type=int, default=8)
     ap.add_argument("--rows", default="", help="regex: run only matching row labels")
@@ -261,7 +276,7 @@ def main():
         torch.set_num_threads(a.threads)
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
-    cache = os.path.join(a.work, "results.json")
+    cache = os.path.join(a.work, f"results-{a.models.replace(',', '-')}.json")
     results = json.load(open(cache)) if os.path.exists(cache) else {}
     for key in a.models.split(","):
         name = MODELS[key]
@@ -275,7 +290,9 @@ def main():
                 continue
             print(f"== {rk}", file=sys.stderr, flush=True)
             try:
-                results[rk] = run_row(key, name, label, kind, opts, windows, a.work, a.calib_seqs)
+                fpr = next((v for k, v in results.items() if k.startswith(key + "|fp")), {})
+                results[rk] = run_row(key, name, label, kind, opts, windows, a.work, a.calib_seqs,
+                                      fpr.get("ppl"), fpr.get("tokens"))
             except Exception as e:  # keep going; the row is retried on the next run
                 print(f"!! {rk} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 continue
@@ -284,6 +301,11 @@ def main():
             with open(cache + ".tmp", "w") as f:
                 json.dump(results, f, indent=1)
             os.replace(cache + ".tmp", cache)
+    import glob
+    for other in glob.glob(os.path.join(a.work, "results-*.json")):
+        if other != cache:
+            for k, v in json.load(open(other)).items():
+                results.setdefault(k, v)
     out = []
     for key in MODELS:
         if any(k.startswith(key + "|") for k in results):
