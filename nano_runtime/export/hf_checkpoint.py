@@ -61,12 +61,8 @@ def hf_name(ours: str, family: str) -> str:
     return f"model.layers.{i}.{_LAYER_MAP[family][mid]}.weight"
 
 
-def hf_config(cfg, tokenizer, max_seq_len: int, window_offset: int = 0) -> dict:
-    """config.json of the HF architecture matching `cfg`.
-
-    window_offset is added to the sliding window (see onnx_genai.py: ORT's
-    GroupQueryAttention counts its window one key wider than HF and we do).
-    """
+def hf_config(cfg, tokenizer, max_seq_len: int) -> dict:
+    """config.json of the HF architecture matching `cfg`."""
     eos = list(tokenizer.stop_ids) if tokenizer is not None and tokenizer.stop_ids else None
     common = {
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim,
@@ -87,7 +83,7 @@ def hf_config(cfg, tokenizer, max_seq_len: int, window_offset: int = 0) -> dict:
                 hidden_activation="gelu_pytorch_tanh", rope_theta=cfg.rope_theta,
                 rope_local_base_freq=cfg.rope_theta_local,
                 query_pre_attn_scalar=cfg.query_pre_attn_scalar,
-                sliding_window=(cfg.sliding_window + window_offset) if cfg.sliding_window else None,
+                sliding_window=cfg.sliding_window or None,
                 sliding_window_pattern=cfg.sliding_window_pattern, layer_types=layer_types,
                 attn_logit_softcapping=None, final_logit_softcapping=None)
 
@@ -128,8 +124,7 @@ def hf_tokenizer_json(tokenizer) -> str:
     return json.dumps(tj, ensure_ascii=False)
 
 
-def write_hf_checkpoint(model, cfg, tokenizer, directory: str, max_seq_len: int,
-                        window_offset: int = 0):
+def write_hf_checkpoint(model, cfg, tokenizer, directory: str, max_seq_len: int):
     """config.json + model.safetensors + tokenizer files of `model` (a reference Transformer)."""
     from safetensors.torch import save_file
     os.makedirs(directory, exist_ok=True)
@@ -138,7 +133,7 @@ def write_hf_checkpoint(model, cfg, tokenizer, directory: str, max_seq_len: int,
         tensors[hf_name(name, cfg.family)] = p.detach().to(torch.float32).contiguous()
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(hf_config(cfg, tokenizer, max_seq_len, window_offset), f, indent=2)
+        json.dump(hf_config(cfg, tokenizer, max_seq_len), f, indent=2)
     with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as f:
         f.write(hf_tokenizer_json(tokenizer))
     with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:

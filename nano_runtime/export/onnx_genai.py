@@ -2,7 +2,7 @@
 
 We write our reference weights as a Hugging Face checkpoint (hf_checkpoint.py)
 and drive ONNX Runtime GenAI's own model builder
-(``python -m onnxruntime_genai.models.builder``) on it, in a subprocess, into
+(``onnxruntime_genai.models.builder``, through _genai_builder.py) on it, in a subprocess, into
 a temp directory that is renamed into place only when everything succeeded:
 
     OUT/genai_config.json       context_length, bos/eos ids, vocab size from export_metadata()
@@ -13,10 +13,9 @@ a temp directory that is renamed into place only when everything succeeded:
     OUT/tokenizer.json, tokenizer_config.json, chat_template.jinja
 
 Attention windows: ORT's GroupQueryAttention with ``local_window_size = w``
-lets a query see w + 1 keys (distances 0..w) where our reference (and HF
-Gemma 3) sees w (distances 0..w-1); the HF config is therefore written with
-``sliding_window = w - 1`` and every layer keeps a full-length cache
-(``windowed_kv_cache=false``), which makes the graph equal the reference.
+lets a query see w keys (distances 0..w-1), as our reference and HF Gemma 3 do
+(checked in tests/test_export.py on tiny-gemma3, window 16, 40 positions);
+every layer keeps a full-length cache (``windowed_kv_cache=false``).
 
 ``dequantized_state_dict`` reads the int4 weights back out of model.onnx so the
 reference can run "the same quantization" (weight-only; the artifact also
@@ -36,7 +35,6 @@ from ..errors import NanoError
 from .metadata import ExportOptions, export_metadata
 
 ACCURACY_LEVEL = 4   # int8 activations in MatMulNBits: ORT's CPU default, fastest on ARM
-GQA_WINDOW_OFFSET = int(os.environ.get("NANO_GQA_WINDOW_OFFSET", "-1"))  # see docstring
 
 
 def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True) -> dict:
@@ -58,8 +56,7 @@ def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = Tru
             AtomicDir(out_dir) as tmp:
         hf_dir = os.path.join(work, "hf")
         bar.set_postfix_str("HF checkpoint")
-        write_hf_checkpoint(lm.model, cfg, lm.tokenizer, hf_dir, opts.max_seq_len,
-                            window_offset=GQA_WINDOW_OFFSET)
+        write_hf_checkpoint(lm.model, cfg, lm.tokenizer, hf_dir, opts.max_seq_len)
         bar.update(1)
         bar.set_postfix_str("ORT GenAI model builder")
         _run_builder(hf_dir, tmp, os.path.join(work, "cache"), opts)
@@ -81,9 +78,12 @@ def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = Tru
 def _run_builder(hf_dir: str, out: str, cache: str, opts: ExportOptions):
     extra = ["hf_token=false", f"accuracy_level={ACCURACY_LEVEL}",
              f"block_size={opts.group_size}", "windowed_kv_cache=false"]
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf_dir, "-o", out,
-           "-p", "int4", "-e", "cpu", "-c", cache, "--extra_options", *extra]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [sys.executable, "-m", "nano_runtime.export._genai_builder", hf_dir, out, cache, *extra]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env)
     if proc.returncode != 0:
         tail = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()][-1:] or ["?"]
         raise NanoError(f"onnx export: ONNX Runtime GenAI's model builder failed: {tail[0]}")
