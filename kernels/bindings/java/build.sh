@@ -42,7 +42,7 @@ for src in "$ROOT"/kernels/src/*.c "$ROOT"/kernels/engine/*.c "$HERE"/jni/nano_j
     fi
     objs+=("$obj")
 done
-$CC -shared -o "$OUT/libnano_jni.so.tmp" "${objs[@]}" -lm -pthread -Wl,--exclude-libs,ALL
+$CC -shared -o "$OUT/libnano_jni.so.tmp" "${objs[@]}" -lm -pthread -Wl,--exclude-libs,ALL -Wl,--version-script="$HERE/jni/exports.map"
 mv "$OUT/libnano_jni.so.tmp" "$OUT/libnano_jni.so"
 
 # only JNI_OnLoad and Java_* may be exported
