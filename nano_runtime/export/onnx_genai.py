@@ -63,6 +63,8 @@ def export_onnx(lm, out_dir: str, opts: ExportOptions, show_progress: bool = Tru
         bar.update(1)
         bar.set_postfix_str("genai_config")
         _finish_genai_config(os.path.join(tmp, "genai_config.json"), meta)
+        if cfg.embed_scale:
+            _exact_embed_scale(os.path.join(tmp, "model.onnx"), cfg.dim)
         _write_tokenizer(lm.tokenizer, tmp)
         _write_json(os.path.join(tmp, "export_config.json"),
                     {"format": "onnxruntime-genai", "model": cfg.name, "family": cfg.family,
@@ -102,6 +104,30 @@ def _finish_genai_config(path: str, meta: dict):
     gc["search"]["max_length"] = meta["get_max_context_len"]
     with open(path, "w", encoding="utf-8") as f:
         json.dump(gc, f, indent=4)
+
+
+def _exact_embed_scale(path: str, dim: int):
+    """Set the embedding scale to float32(sqrt(dim)), as the reference (and HF) computes it.
+
+    The builder writes sqrt(dim) rounded to 2 decimals (25.30 for Gemma 3 270M's 25.298).
+    """
+    import math
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path, load_external_data=False)
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for n in m.graph.node:
+        if n.op_type == "Mul" and n.name == "/model/embed_tokens/Mul":
+            for inp in n.input:
+                c = producers.get(inp)
+                if c is not None and c.op_type == "Constant":
+                    val = np.array(math.sqrt(dim), dtype=np.float32)
+                    for a in c.attribute:
+                        if a.name == "value":
+                            a.t.CopyFrom(numpy_helper.from_array(val, a.t.name))
+                    onnx.save(m, path)
+                    return
+    raise NanoError("onnx export: embedding scale not found in the built graph")
 
 
 def _write_tokenizer(tokenizer, folder: str):
