@@ -20,7 +20,8 @@ import pytest
 from nano_runtime import kernels as K
 
 FP_RTOL = 5e-5
-SHAPES = [(1, 32), (7, 96), (33, 288), (16, 416), (65, 1056)]  # K % 256 != 0, odd N, N = 1
+SHAPES = [(1, 32), (7, 96), (33, 288), (16, 416), (65, 1056), (5, 16416)]  # K % 256 != 0, odd N, N = 1;
+# 16416 = 513 blocks: more than one 256-group scale-table chunk for G = 32 and 64
 GROUPS = (32, 64, 128)
 VARIANTS = K.variants()
 THREADS = (1, 2)

@@ -29,6 +29,39 @@ INLINE float h2f(uint16_t h) {
 }
 
 
+#define NEON_SCHUNK 256 /* groups per scale-table chunk (multiple of 4) */
+
+/* tab[4 g + r] = fp32 scale of group g0 + g of row r (rows ng apart), g < cnt */
+static void scale_table4_neon(const uint16_t *s, int ng, int g0, int cnt, float *tab) {
+    int g = 0;
+    for (; g + 4 <= cnt; g += 4) {
+        float32x4_t r[4];
+        for (int k = 0; k < 4; k++)
+            r[k] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(s + (size_t)k * ng + g0 + g)));
+        const float32x4_t t0 = vtrn1q_f32(r[0], r[1]), t1 = vtrn2q_f32(r[0], r[1]);
+        const float32x4_t t2 = vtrn1q_f32(r[2], r[3]), t3 = vtrn2q_f32(r[2], r[3]);
+#define F64(v) vreinterpretq_f64_f32(v)
+#define F32(v) vreinterpretq_f32_f64(v)
+        vst1q_f32(tab + 4 * g + 0, F32(vtrn1q_f64(F64(t0), F64(t2))));
+        vst1q_f32(tab + 4 * g + 4, F32(vtrn1q_f64(F64(t1), F64(t3))));
+        vst1q_f32(tab + 4 * g + 8, F32(vtrn2q_f64(F64(t0), F64(t2))));
+        vst1q_f32(tab + 4 * g + 12, F32(vtrn2q_f64(F64(t1), F64(t3))));
+#undef F64
+#undef F32
+    }
+    for (; g < cnt; g++)
+        for (int r = 0; r < 4; r++) tab[4 * g + r] = h2f(s[(size_t)r * ng + g0 + g]);
+}
+
+/* block dot products from already unpacked codes (lo = columns 0..15, hi = 16..31) */
+INLINE int32x4_t q4_isum_pre_neon(int8x16_t lo, int8x16_t hi, int8x16_t x0, int8x16_t x1) {
+    int16x8_t p = vmull_s8(vget_low_s8(lo), vget_low_s8(x0));
+    p = vmlal_s8(p, vget_high_s8(lo), vget_high_s8(x0));
+    p = vmlal_s8(p, vget_low_s8(hi), vget_low_s8(x1));
+    p = vmlal_s8(p, vget_high_s8(hi), vget_high_s8(x1));
+    return vpaddlq_s16(p);
+}
+
 /* one 32-block: sum of code*x as 4 int32 lanes, without SDOT */
 INLINE int32x4_t q4_block_isum_neon(uint8x16_t v, const int8_t *xq) {
     const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
@@ -52,10 +85,12 @@ INLINE int32x4_t q8_block_isum_neon(const int8_t *w, const int8_t *xq) {
 }
 
 #define ISUM4 q4_block_isum_neon
+#define ISUM4P q4_isum_pre_neon
 #define ISUM8 q8_block_isum_neon
 #define SUFFIX(name) name##_neon
 #include "q4_neon_body.h"
 #undef ISUM4
+#undef ISUM4P
 #undef ISUM8
 #undef SUFFIX
 
@@ -166,16 +201,22 @@ INLINE int32x4_t q4_block_isum_dot(uint8x16_t v, const int8_t *xq) {
     return vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, vld1q_s8(xq)), hi, vld1q_s8(xq + 16));
 }
 
+INLINE int32x4_t q4_isum_pre_dot(int8x16_t lo, int8x16_t hi, int8x16_t x0, int8x16_t x1) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), lo, x0), hi, x1);
+}
+
 INLINE int32x4_t q8_block_isum_dot(const int8_t *w, const int8_t *xq) {
     return vdotq_s32(vdotq_s32(vdupq_n_s32(0), vld1q_s8(w), vld1q_s8(xq)), vld1q_s8(w + 16),
                      vld1q_s8(xq + 16));
 }
 
 #define ISUM4 q4_block_isum_dot
+#define ISUM4P q4_isum_pre_dot
 #define ISUM8 q8_block_isum_dot
 #define SUFFIX(name) name##_dot
 #include "q4_neon_body.h"
 #undef ISUM4
+#undef ISUM4P
 #undef ISUM8
 #undef SUFFIX
 

@@ -197,7 +197,7 @@ int main(void) {
     printf("\nselected: %s\n", nano_kernel_variant_name(nano_kernel_variant()));
     fflush(stdout);
     test_bad_input();
-    static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}};
+    static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}, {6, 16416}};
     static const int groups[] = {32, 64, 128};
     static const int ms[] = {1, 3, 5};
     for (int t = 1; t <= 2; t++) {
