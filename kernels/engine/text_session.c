@@ -1,9 +1,10 @@
 /* text_session.c - the text API of nano_text.h: a model with its tokenizer, and
  * sessions that take text (plain or chat turns) and stream text back.
  *
- * Streaming keeps a small UTF-8 assembler per call: token pieces are appended,
- * only whole characters are handed out, invalid bytes become U+FFFD, so every
- * callback carries valid UTF-8 and no character is split across callbacks.
+ * Streaming goes through nano_detok_stream (public, for apps that drive
+ * nano_generate themselves): token pieces are appended, only whole characters are
+ * handed out, invalid bytes become U+FFFD, so every callback carries valid UTF-8
+ * and no character is split across callbacks.
  *
  * The engine does not evaluate the last sampled token when generation stops
  * (length / callback / cancel); the session keeps such tokens "pending" and
@@ -99,16 +100,28 @@ int nano_text_session_get_stats(const nano_text_session *s, nano_stats *stats) {
 
 nano_context *nano_text_session_context(const nano_text_session *s) { return s ? s->ctx : NULL; }
 
-/* ---- streaming UTF-8 ------------------------------------------------------------ */
-typedef struct {
-    const nano_text_params *p;
+/* ---- streaming UTF-8 (nano_detok_stream) ------------------------------------------ */
+struct nano_detok_stream {
     const nano_tokenizer *tok;
     uint8_t tail[4];        /* an incomplete character carried to the next token */
     int n_tail;
-    char *out;              /* scratch for one callback */
+    char *out;              /* the text of the last push/flush */
     size_t cap;
-    int oom;
-} text_stream;
+};
+
+int nano_detok_stream_create(const nano_tokenizer *tok, nano_detok_stream **out) {
+    if (!tok || !out) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL tokenizer or output");
+    *out = calloc(1, sizeof **out);
+    if (!*out) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    (*out)->tok = tok;
+    return NANO_OK;
+}
+
+void nano_detok_stream_free(nano_detok_stream *ds) {
+    if (!ds) return;
+    free(ds->out);
+    free(ds);
+}
 
 /* Length of a complete, valid UTF-8 character at s[0..n); 0 = incomplete, -1 = invalid. */
 static int utf8_char(const uint8_t *s, size_t n) {
@@ -116,7 +129,12 @@ static int utf8_char(const uint8_t *s, size_t n) {
     int len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : -1;
     if (len < 0) return -1;
     for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return 0;
+        if ((size_t)i >= n) {
+            /* a prefix that can never complete is invalid now, not later */
+            if (i == 1 && ((b == 0xE0 && s[1] < 0xA0) || (b == 0xF0 && s[1] < 0x90) || b == 0xC0 || b == 0xC1 || b > 0xF4))
+                return -1;
+            return 0;
+        }
         if ((s[i] & 0xC0) != 0x80) return -1;
     }
     if (len > 1) {
@@ -127,39 +145,64 @@ static int utf8_char(const uint8_t *s, size_t n) {
     return len;
 }
 
-static int emit(text_stream *ts, int32_t token, const uint8_t *piece, size_t n, int final) {
-    size_t need = ((size_t)ts->n_tail + n) * 3 + 8;
-    if (need > ts->cap) {
-        char *p = realloc(ts->out, need);
-        if (!p) { ts->oom = 1; return 1; }
-        ts->out = p;
-        ts->cap = need;
+/* Append piece[n] to the carried bytes; ds->out gets the whole characters. */
+static int stream_bytes(nano_detok_stream *ds, const uint8_t *piece, size_t n, int final, size_t *k_out) {
+    size_t m = (size_t)ds->n_tail + n, i = 0, k = 0;
+    if (m * 3 + 8 > ds->cap) {
+        char *p = realloc(ds->out, m * 3 + 8);
+        if (!p) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+        ds->out = p;
+        ds->cap = m * 3 + 8;
     }
-    /* bytes to scan: the carried tail, then the piece */
     uint8_t stackbuf[256];
-    uint8_t *in = ts->n_tail + n <= sizeof stackbuf ? stackbuf : malloc(ts->n_tail + n);
-    if (!in) { ts->oom = 1; return 1; }
-    memcpy(in, ts->tail, (size_t)ts->n_tail);
-    if (n) memcpy(in + ts->n_tail, piece, n);
-    size_t m = (size_t)ts->n_tail + n, i = 0, k = 0;
-    ts->n_tail = 0;
+    uint8_t *in = m <= sizeof stackbuf ? stackbuf : malloc(m);
+    if (!in) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    memcpy(in, ds->tail, (size_t)ds->n_tail);
+    if (n) memcpy(in + ds->n_tail, piece, n);
+    ds->n_tail = 0;
     while (i < m) {
         int len = utf8_char(in + i, m - i);
-        if (len > 0) { memcpy(ts->out + k, in + i, (size_t)len); k += (size_t)len; i += (size_t)len; }
-        else if (len == 0 && !final) { memcpy(ts->tail, in + i, m - i); ts->n_tail = (int)(m - i); break; }
-        else { memcpy(ts->out + k, "\xef\xbf\xbd", 3); k += 3; i += len == 0 ? m - i : 1; }
+        if (len > 0) { memcpy(ds->out + k, in + i, (size_t)len); k += (size_t)len; i += (size_t)len; }
+        else if (len == 0 && !final) { memcpy(ds->tail, in + i, m - i); ds->n_tail = (int)(m - i); break; }
+        else { memcpy(ds->out + k, "\xef\xbf\xbd", 3); k += 3; i += len == 0 ? m - i : 1; }
     }
     if (in != stackbuf) free(in);
-    if (!ts->p->on_text || (final && !k)) return 0;
-    return ts->p->on_text(ts->p->user, token, ts->out, k);
+    ds->out[k] = 0;
+    *k_out = k;
+    return NANO_OK;
 }
+
+int nano_detok_stream_push(nano_detok_stream *ds, int32_t token, const char **text, size_t *len) {
+    const char *piece;
+    size_t n;
+    if (!ds || !text || !len) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL argument");
+    int st = nano_token_piece(ds->tok, token, &piece, &n);
+    if (st == NANO_OK) st = stream_bytes(ds, (const uint8_t *)piece, n, 0, len);
+    *text = st == NANO_OK ? ds->out : "";
+    if (st != NANO_OK) *len = 0;
+    return st;
+}
+
+int nano_detok_stream_flush(nano_detok_stream *ds, const char **text, size_t *len) {
+    if (!ds || !text || !len) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL argument");
+    int st = stream_bytes(ds, NULL, 0, 1, len);
+    *text = st == NANO_OK ? ds->out : "";
+    if (st != NANO_OK) *len = 0;
+    return st;
+}
+
+typedef struct {
+    const nano_text_params *p;
+    nano_detok_stream ds;
+    int err;
+} text_stream;
 
 static int on_token(void *user, int32_t token) {
     text_stream *ts = user;
-    const char *piece;
-    size_t n;
-    if (nano_token_piece(ts->tok, token, &piece, &n) != NANO_OK) n = 0, piece = "";
-    return emit(ts, token, (const uint8_t *)piece, n, 0);
+    const char *text;
+    size_t len;
+    if (nano_detok_stream_push(&ts->ds, token, &text, &len) != NANO_OK) { ts->err = 1; return 1; }
+    return ts->p->on_text ? ts->p->on_text(ts->p->user, token, text, len) : 0;
 }
 
 /* ---- generation ------------------------------------------------------------------- */
@@ -188,7 +231,7 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
     memcpy(prompt, s->pending, (size_t)s->n_pending * sizeof *prompt);
     memcpy(prompt + s->n_pending, ids, (size_t)n * sizeof *prompt);
 
-    text_stream ts = {.p = p, .tok = tok};
+    text_stream ts = {.p = p, .ds = {.tok = tok}};
     nano_generate_params gp = nano_generate_default_params();
     gp.max_tokens = p->max_tokens;
     gp.sampler = p->sampler;
@@ -199,10 +242,13 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
     nano_generate_result r;
     int n_before = nano_context_n_past(s->ctx, NULL);
     int st = nano_generate(s->ctx, prompt, n_prompt, &gp, out, p->max_tokens, &r);
-    if (st == NANO_OK) {
-        if (ts.n_tail) emit(&ts, -1, NULL, 0, 1); /* ended inside a character */
-        if (ts.oom) st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    if (st == NANO_OK && ts.ds.n_tail) { /* ended inside a character: one U+FFFD */
+        const char *text;
+        size_t len;
+        if (nano_detok_stream_flush(&ts.ds, &text, &len) != NANO_OK) ts.err = 1;
+        else if (p->on_text && len) p->on_text(p->user, -1, text, len);
     }
+    if (st == NANO_OK && ts.err) st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
     if (st == NANO_OK) {
         /* tokens the engine sampled but did not evaluate stay pending */
         int in_kv = nano_context_n_past(s->ctx, NULL) - n_before - r.n_prompt;
@@ -212,7 +258,7 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
             st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
         if (res) *res = r;
     }
-    free(ts.out);
+    free(ts.ds.out);
     free(prompt);
     free(out);
     return st;
