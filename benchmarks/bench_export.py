@@ -85,15 +85,19 @@ def prompt_ids(tok, text):
     return tok.encode(text)
 
 
-def correctness(lm, arts, opts, n_tokens=32):
-    tok = lm.tokenizer
+def references(lm, arts, opts):
+    """The same-quantization references of both artifacts (built once per model)."""
     from nano_runtime.export.pte import build_quantized_decoder
-    res = {}
-    # ---- onnx first (the pte reference copies and quantizes the model)
-    g = R.GenaiModel(arts["onnx"], threads=2)
     ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len)
-    qdec = build_quantized_decoder(lm.model, opts)
-    ref_pte = R.RefStepper(qdec, start_pos_only=True)
+    ref_pte = R.RefStepper(build_quantized_decoder(lm.model, opts), start_pos_only=True)
+    return ref_pte, ref_onnx
+
+
+def correctness(lm, arts, refs, n_tokens=32):
+    tok = lm.tokenizer
+    res = {}
+    ref_pte, ref_onnx = refs
+    g = R.GenaiModel(arts["onnx"], threads=2)
     pm = R.PteModule(arts["pte"], threads=2)
     for kind, art, ref in (("onnx", g, ref_onnx), ("pte", pm, ref_pte)):
         rows = []
@@ -129,8 +133,7 @@ def correctness(lm, arts, opts, n_tokens=32):
     res["pte_llm_runner"] = rows
     # ---- ORT GenAI's tokenizer against ours
     res["onnx_tokenizer_matches"] = all(
-        list(g.tokenizer.encode(p)) == prompt_ids(tok, p) for p in PROMPTS)
-    del qdec
+        [int(i) for i in g.tokenizer.encode(p)] == prompt_ids(tok, p) for p in PROMPTS)
     return res
 
 
@@ -165,9 +168,9 @@ def speed(arts, tok, threads_list, reps, prompt_len=128, gen=64):
             for k, d in samples.items()}
 
 
-def perplexities(lm, arts, opts, windows, ctx=512):
-    from nano_runtime.export.pte import build_quantized_decoder
+def perplexities(lm, arts, refs, windows, ctx=512):
     tok = lm.tokenizer
+    ref_pte, ref_onnx = refs
     ids = tok.encode(english_text("eval"), add_bos=False)
     wins = ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:windows]
 
@@ -185,16 +188,17 @@ def perplexities(lm, arts, opts, windows, ctx=512):
     out = {}
     with torch.no_grad():
         out["reference_fp32"] = ppl(lambda w: lm.model(torch.tensor([w]))[0].float().numpy())
-        ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len).module
-        ref_onnx.clear_cache()
-        out["reference_onnx_quant"] = ppl(lambda w: ref_onnx(torch.tensor([w]))[0].float().numpy())
-        del ref_onnx
+        m = ref_onnx.module
+        seq = m.layers[0].attn.kv_cache.k.shape[2]
+        m.clear_cache()
+        out["reference_onnx_quant"] = ppl(lambda w: m(torch.tensor([w]))[0].float().numpy())
+        m.setup_cache(1, seq)
+        out["reference_pte_quant"] = ppl(
+            lambda w: ref_pte.module.all_logits(torch.tensor([w]))[0].float().numpy())
     g = R.GenaiModel(arts["onnx"], threads=2)
     out["onnx_genai"] = ppl(g.all_logits)
     del g
     out["pte_executorch"] = ppl(stepwise(R.PteModule(arts["pte"], threads=2)))
-    qdec = build_quantized_decoder(lm.model, opts)
-    out["reference_pte_quant"] = ppl(stepwise(R.RefStepper(qdec, start_pos_only=True)))
     return out
 
 
@@ -225,7 +229,7 @@ def markdown(all_res):
             kind, th = key.split("@")
             lines.append(f"| {name} | {kind} | {r['size_bytes'][kind] / 2**20:.1f} | {th} | "
                          f"{s['load_s']:.3f} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} |")
-    lines += ["", "## Perplexity (english_text('eval'), ctx 512)", "",
+    lines += ["", "## Perplexity (english_text('eval'), ctx 512, first windows)", "",
               "| model | runtime | ppl | tokens |", "|---|---|---|---|"]
     for name, r in all_res.items():
         for k, v in r["ppl"].items():
@@ -260,6 +264,7 @@ def main():
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--ctx", type=int, default=512, help="perplexity window (default 512)")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     opts = ExportOptions(max_seq_len=args.max_seq_len)
@@ -274,13 +279,16 @@ def main():
         r = {"export_s": export_s,
              "size_bytes": {k: artifact_bytes(d, k) for k, d in arts.items()},
              "folder_bytes": {k: dir_bytes(d) for k, d in arts.items()}}
+        print(f"[{name}] references", file=sys.stderr)
+        refs = references(lm, arts, opts)
         print(f"[{name}] correctness", file=sys.stderr)
-        r["correctness"] = correctness(lm, arts, opts)
+        r["correctness"] = correctness(lm, arts, refs)
         print(f"[{name}] speed", file=sys.stderr)
         r["speed"] = speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")],
                            args.reps)
         print(f"[{name}] perplexity", file=sys.stderr)
-        r["ppl"] = perplexities(load_model(name), arts, opts, args.windows)
+        r["ppl"] = perplexities(lm, arts, refs, args.windows, args.ctx)
+        del refs
         all_res[name] = r
         with open(out_json, "w") as f:
             json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},

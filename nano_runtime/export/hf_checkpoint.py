@@ -82,10 +82,14 @@ def hf_config(cfg, tokenizer, max_seq_len: int) -> dict:
     return dict(common, architectures=["Gemma3ForCausalLM"], model_type="gemma3_text",
                 hidden_activation="gelu_pytorch_tanh", rope_theta=cfg.rope_theta,
                 rope_local_base_freq=cfg.rope_theta_local,
-                query_pre_attn_scalar=cfg.query_pre_attn_scalar,
+                query_pre_attn_scalar=_int_if_whole(cfg.query_pre_attn_scalar),
                 sliding_window=cfg.sliding_window or None,
                 sliding_window_pattern=cfg.sliding_window_pattern, layer_types=layer_types,
                 attn_logit_softcapping=None, final_logit_softcapping=None)
+
+
+def _int_if_whole(x):
+    return int(x) if float(x).is_integer() else float(x)   # transformers 5 wants an int here
 
 
 def hf_tokenizer_config(tokenizer) -> dict:

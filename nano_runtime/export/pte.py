@@ -67,6 +67,17 @@ class PteDecoder(nn.Module):
         x = self.norm(x[:, -1:, :])                                     # [1, 1, D]
         return self.head(x)                                             # [1, 1, V]
 
+    @torch.no_grad()
+    def all_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [1, T] from position 0 -> logits [1, T, V] (eager only; for perplexity)."""
+        pos = torch.arange(tokens.shape[1], dtype=torch.long)
+        x = self.embed(tokens)
+        if self.embed_scale != 1.0:
+            x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+        for blk in self.layers:
+            x = blk(x, pos)
+        return self.head(self.norm(x))
+
     def reset_cache(self):
         for blk in self.layers:
             blk.attn.kv_cache.k.zero_()
