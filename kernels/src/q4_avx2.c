@@ -456,12 +456,47 @@ INLINE void q8q8_tile(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
     for (int r = 0; r < NR; r++) y[(size_t)i * w->n + n + r] = hsum8(tot[r]);
 }
 
-static void q8_q8_avx2(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
-    for (int i = 0; i < x->m; i++) {
-        int n = n0;
-        for (; n + 4 <= n1; n += 4) q8q8_tile(w, x, y, n, i, 4);
-        for (; n < n1; n++) q8q8_tile(w, x, y, n, i, 1);
+/* 4 int8 weight rows at a time (the embedding/output head hot path): per block the
+ * int32 sums of the 4 rows are folded with vphaddd into [r0 r1 r2 r3 | r0 r1 r2 r3]
+ * (the two 128-bit halves are the two halves of the same block, added at the end),
+ * then one cvt and one fma with the [row] scale vector from the transposed table. */
+static void q8q8_rows4(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n) {
+    const int K = w->k, nb = K / NANO_QK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *wr = w->qweight + (size_t)n * K;
+    float stab[SCHUNK * 4] __attribute__((aligned(32)));
+    for (int c0 = 0; c0 < nb; c0 += SCHUNK) {
+        const int cnt = nb - c0 < SCHUNK ? nb - c0 : SCHUNK;
+        scale_table4(w->scales + (size_t)n * nb, nb, c0, cnt, stab);
+        for (int i = 0; i < x->m; i++) {
+            const int8_t *xr = x->q + (size_t)i * K;
+            const float *xd = x->d + (size_t)i * nb;
+            __m256 acc = _mm256_setzero_ps();
+            for (int b = c0; b < c0 + cnt; b++) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + b * 32));
+                __m256i R[4];
+                for (int r = 0; r < 4; r++) {
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + (size_t)r * K + b * 32));
+                    R[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+                }
+                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(R[0], R[1]), _mm256_hadd_epi32(R[2], R[3]));
+                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ps((const __m128 *)(stab + 4 * (b - c0))),
+                                               _mm256_set1_ps(xd[b]));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d, acc);
+            }
+            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            float *yp = y + (size_t)i * w->n + n;
+            if (c0 > 0) v = _mm_add_ps(v, _mm_loadu_ps(yp));
+            _mm_storeu_ps(yp, v);
+        }
     }
+}
+
+static void q8_q8_avx2(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    int n = n0;
+    for (; n + 4 <= n1; n += 4) q8q8_rows4(w, x, y, n);
+    for (; n < n1; n++)
+        for (int i = 0; i < x->m; i++) q8q8_tile(w, x, y, n, i, 1);
 }
 
 /* ---- activation quantization (bit-identical to nano_quant_row_scalar) ----- */

@@ -107,10 +107,33 @@ static void SUFFIX(q4_q8)(const nano_q4_matrix *w, const nano_q8_act *x, float *
     }
 }
 
+/* int8 weights: 4 rows per step, block sums folded with pairwise adds into [r0 r1 r2 r3] */
 static void SUFFIX(q8_q8)(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
     const int K = w->k, nb = K / NANO_QK;
-    for (int i = 0; i < x->m; i++)
-        for (int n = n0; n < n1; n++) {
+    float stab[NEON_SCHUNK * 4];
+    int n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        const int8_t *wr = w->qweight + (size_t)n * K;
+        for (int c0 = 0; c0 < nb; c0 += NEON_SCHUNK) {
+            const int cnt = nb - c0 < NEON_SCHUNK ? nb - c0 : NEON_SCHUNK;
+            scale_table4_neon(w->scales + (size_t)n * nb, nb, c0, cnt, stab);
+            for (int i = 0; i < x->m; i++) {
+                float32x4_t acc = vdupq_n_f32(0.0f);
+                for (int b = c0; b < c0 + cnt; b++) {
+                    const size_t xb = (size_t)i * nb + b;
+                    const int8_t *xq = x->q + xb * NANO_QK;
+                    int32x4_t s[4];
+                    for (int r = 0; r < 4; r++) s[r] = ISUM8(wr + (size_t)r * K + b * 32, xq);
+                    const int32x4_t t = vpaddq_s32(vpaddq_s32(s[0], s[1]), vpaddq_s32(s[2], s[3]));
+                    acc = vfmaq_f32(acc, vcvtq_f32_s32(t), vmulq_n_f32(vld1q_f32(stab + 4 * (b - c0)), x->d[xb]));
+                }
+                float *yp = y + (size_t)i * w->n + n;
+                vst1q_f32(yp, c0 ? vaddq_f32(acc, vld1q_f32(yp)) : acc);
+            }
+        }
+    }
+    for (; n < n1; n++)
+        for (int i = 0; i < x->m; i++) {
             const int8_t *wr = w->qweight + (size_t)n * K;
             float32x4_t acc = vdupq_n_f32(0.0f);
             for (int b = 0; b < nb; b++) {
