@@ -319,6 +319,10 @@ def run_threads(threads, quick, enabled):
             row[f"gemm{m}_s"] = timeit_interleaved(fns, 3, target_s=0.0)
         results.append(row)
         print(f"  {name:22s} threads={threads} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+        partial = os.environ.get("NANO_BENCH_PARTIAL", os.path.join(HERE, "results", "kernels.partial.jsonl"))
+        os.makedirs(os.path.dirname(partial), exist_ok=True)
+        with open(partial, "a") as f:  # rows as they finish, in case a long run is cut short
+            f.write(json.dumps(row) + "\n")
     K.set_variant(None)
     return results
 
@@ -407,6 +411,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--peers", default="torch,et,ort", help="comma list of torch, et, ort (or none)")
+    ap.add_argument("--from-partial", metavar="JSONL", help="only render the report from the rows a "
+                    "(possibly interrupted) run appended to JSONL, plus --membw-json")
+    ap.add_argument("--membw-json", metavar="JSON", help="with --from-partial: a kernels.json for membw")
     ap.add_argument("--_worker", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     enabled = set(args.peers.split(",")) if args.peers != "none" else set()
@@ -416,6 +423,20 @@ def main():
         return
     os.makedirs(args.out, exist_ok=True)
     threads = [int(t) for t in args.threads.split(",")]
+    if args.from_partial:
+        rows = [json.loads(l) for l in open(args.from_partial) if l.strip()]
+        bw = json.load(open(args.membw_json))["membw"] if args.membw_json else {
+            str(t): v for t, v in membw(threads).items()}
+        data = {"machine": f"{os.cpu_count()} CPUs, {K.current_variant()} selected", "variants": K.variants(),
+                "membw": bw, "rows": rows}
+        md = report(data)
+        print(md)
+        with open(os.path.join(args.out, "kernels.md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(args.out, "kernels.json"), "w") as f:
+            json.dump(data, f, indent=1)
+        plot(data, os.path.join(args.out, "kernels.png"))
+        return
     print("measuring memory bandwidth ...", file=sys.stderr)
     data = {"machine": f"{os.cpu_count()} CPUs, {K.current_variant()} selected", "variants": K.variants(),
             "membw": {str(t): v for t, v in membw(threads).items()}, "rows": []}
