@@ -167,11 +167,21 @@ class _LayerQuantizer:
         """Quantize linears sharing input xin [B, T, K]; weights replaced by Q(W)."""
         from .gptq import gptq_quantize
         H = _hessian(xin)
+        results = {}
+        if self.method in ("gptq", "awq-gptq"):
+            # rows are independent given H: one GPTQ pass over the stacked matrices
+            ws = [mod.weight.data.float() for mod in mods.values()]
+            codes, S, M = gptq_quantize(torch.cat(ws), H, self.g, self.sym, damp=self.damp,
+                                        act_order=self.act_order)
+            r0 = 0
+            for name, w in zip(mods, ws):
+                r1 = r0 + w.shape[0]
+                results[name] = (codes[r0:r1], S[r0:r1], None if M is None else M[r0:r1])
+                r0 = r1
         for name, mod in mods.items():
             w = mod.weight.data.float()
-            if self.method in ("gptq", "awq-gptq"):
-                codes, S, M = gptq_quantize(w, H, self.g, self.sym, damp=self.damp,
-                                            act_order=self.act_order)
+            if name in results:
+                codes, S, M = results[name]
             else:
                 clip = search_clip(w, self.g, self.sym, H)
                 S, M = group_params(w, self.g, self.sym, clip)
