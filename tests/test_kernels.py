@@ -304,3 +304,23 @@ def test_torch_op_and_module():
     qb = q.to(torch.bfloat16)  # packed scales stay fp16, activations follow the module dtype
     assert qb.scales.dtype == torch.float16
     assert qb(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gemm_many_rows_crosses_row_blocks(variant):
+    """m = 70 > 64 (the kernels' activation-row cache block), both activation paths."""
+    r = rng(14)
+    for g, sym in ((32, True), (64, False)):
+        qw, sc, mn = random_q4(r, 37, 288, g, sym)
+        w = K.dequantize_q4(qw, sc, mn, g)
+        x = r.standard_normal((70, 288)).astype(np.float32)
+        y = K.q4_matmul(x, qw, sc, mn, g, variant=variant, threads=2)
+        assert np.all(np.abs(y - x @ w.T) <= fp_tol(x, w))
+        y8 = K.q4_matmul(x, qw, sc, mn, g, act="q8", variant=variant, threads=2)
+        ref8 = K.q4_matmul(x, qw, sc, mn, g, act="q8", variant="scalar")
+        assert np.all(np.abs(y8 - ref8) <= fp_tol(x, w))
+        xe = exact_x(r, 70, 288)
+        qe, se, me = random_q4(r, 37, 288, g, sym, exact=True)
+        exact = xe.astype(np.float64) @ K.dequantize_q4(qe, se, me, g).astype(np.float64).T
+        assert np.array_equal(K.q4_matmul(xe, qe, se, me, g, act="q8", variant=variant, threads=2),
+                              exact.astype(np.float32))
