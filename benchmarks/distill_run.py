@@ -145,6 +145,46 @@ def run_arm(a):
     print(json.dumps({"arm": a.arm, "result": res, "last_eval": tr.history["eval"][-1:]}))
 
 
+def export(a):
+    """Distilled student -> nano quantize -> .nano -> nano eval ppl, against the fp student."""
+    import subprocess
+    import torch
+    from nano_runtime.data import write_text
+    from nano_runtime.distill.prune import pad_hidden
+    from nano_runtime.formats.checkpoint import load_checkpoint_config, load_checkpoint_tensors, \
+        save_checkpoint
+    from nano_runtime.tokenizer import Tokenizer
+    src = os.path.join(a.work, a.arm, "student")
+    cfg, sd = pad_hidden(load_checkpoint_config(src), load_checkpoint_tensors(src), 32)
+    fp = os.path.join(a.work, a.arm, "student32")
+    save_checkpoint(fp, cfg, sd, Tokenizer.load(src))
+    text = write_text("eval", os.path.join(a.work, "eval.txt"))
+    nano = os.path.join(a.work, a.arm, "student.nano")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "nano_runtime", *args], capture_output=True,
+                           text=True, env=env)
+        if r.returncode:
+            raise SystemExit(f"nano {' '.join(args)} failed: {r.stderr.strip()[-500:]}")
+        return r.stdout
+    t0 = time.perf_counter()
+    q = cli("quantize", fp, "-o", nano, "--method", a.quant_method, "--json")
+    tq = time.perf_counter() - t0
+    win = ["--ctx", str(a.seq_len), "--max-windows", str(a.held_seqs), "--json"]
+    res = {"quantize": json.loads(q.strip().splitlines()[-1]), "quantize_seconds": tq,
+           "fp": json.loads(cli("eval", "ppl", fp, "--text", text, *win)),
+           "nano_torch": json.loads(cli("eval", "ppl", nano, "--text", text, *win))}
+    try:
+        res["nano_native"] = json.loads(cli("eval", "ppl", nano, "--text", text, "--backend", "native", *win))
+    except SystemExit as e:
+        res["nano_native"] = {"error": str(e)}
+    res["nano_bytes"] = os.path.getsize(nano)
+    with open(os.path.join(RESULTS, f"distill_export_{a.arm}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+
+
 def _one_step(tr):
     """Advance a trainer by exactly one step."""
     want, tr.c.steps = tr.c.steps, tr.step + 1
@@ -213,6 +253,8 @@ def main():
     p.add_argument("--prep", action="store_true")
     p.add_argument("--arm", choices=["kd", "ce", "cew"])
     p.add_argument("--report", action="store_true")
+    p.add_argument("--export", action="store_true", help="quantize the --arm student, eval fp vs .nano")
+    p.add_argument("--quant-method", default="rtn")
     p.add_argument("--spec", default="prune:hidden=504")
     p.add_argument("--minutes", type=float, default=45)
     p.add_argument("--threads", type=int, default=1)
@@ -232,6 +274,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     if a.prep:
         prep(a)
+    elif a.export:
+        export(a)
     elif a.arm:
         run_arm(a)
     elif a.report:

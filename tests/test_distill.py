@@ -350,3 +350,13 @@ def test_distill_cli_end_to_end(tmp_path):
     r = run_cli("distill", "--teacher", tmp_path / "teacher", "--student", "tiny-gemma3",
                 "--data", tmp_path / "d.txt", "-o", tmp_path / "x")
     assert r.returncode == 2 and "vocabulary mismatch" in r.stderr
+
+
+def test_pad_hidden_keeps_the_function():
+    from nano_runtime.distill.prune import pad_hidden
+    t = tiny_teacher(hidden_dim=90)
+    cfg, sd = pad_hidden(t.cfg, t.state_dict(), 32)
+    assert cfg.hidden_dim == 96 and cfg.extra["hidden_padded_from"] == 90
+    x = tokens(2, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(build_model(cfg, sd)(x), t(x))

@@ -3,7 +3,8 @@
 Layout of ``DIR/checkpoints/step-000123/``:
 
     weights.safetensors   student (and hidden-state projector) parameters, fp32
-    optim.safetensors     AdamW state flattened to ``state.<i>.<key>`` tensors
+    optim.safetensors     AdamW state flattened to ``state.<key>.<param>`` tensors
+                          (<param>: an index, or a parameter name under FSDP2)
     state.json            step, config, curves, param-group hyper-parameters and
                           the sha256 of both tensor files
 
@@ -44,15 +45,15 @@ def optimizer_tensors(opt_state: dict) -> tuple:
     for i, st in opt_state["state"].items():
         for k, v in st.items():
             t = v if torch.is_tensor(v) else torch.tensor(v)
-            tensors[f"state.{i}.{k}"] = t.detach().cpu().contiguous()
+            tensors[f"state.{k}.{i}"] = t.detach().cpu().contiguous()
     return tensors, opt_state["param_groups"]
 
 
 def optimizer_state(tensors: dict, groups: list) -> dict:
     state = {}
     for name, t in tensors.items():
-        _, i, k = name.split(".", 2)
-        state.setdefault(int(i), {})[k] = t
+        _, k, i = name.split(".", 2)
+        state.setdefault(int(i) if i.isdigit() else i, {})[k] = t
     return {"state": state, "param_groups": groups}
 
 

@@ -192,7 +192,8 @@ def format_plan(p: Plan) -> str:
              f"tokens, global batch {p.global_batch_tokens} tokens "
              f"(gradient accumulation {a['grad_accumulation']})",
              f"  sharding: {'none (one GPU)' if p.gpus == 1 else p.sharding.upper()}"
-             + (" (FSDP2 fully_shard per block + root)" if p.sharding == "fsdp" else " (replicated)")
+             + (" (FSDP2 fully_shard per block + root)" if p.sharding == "fsdp" else
+                "" if p.gpus == 1 else " (replicated)")
              + f", gradient checkpointing {'on' if p.grad_checkpointing else 'off'}",
              "  memory per GPU (GiB):"]
     for k, v in p.memory_gb.items():

@@ -263,3 +263,28 @@ def prune_model(teacher, tokenizer, spec, calib_text: str, seq_len: int = 256,
     spec.check(teacher.cfg)
     imp = compute_importance(teacher, calibration_batches(tokenizer, calib_text, seq_len, n_seqs))
     return prune_state(teacher, imp, spec, name)
+
+
+def pad_hidden(cfg: ModelConfig, state: dict, multiple: int = 32):
+    """(cfg, state) with the MLP width rounded up to `multiple` by zero channels.
+
+    int4 groups need K % 32 == 0 (w_down's input is the MLP width). A zero row in
+    w_gate and w_up gives act(0) * 0 = 0 and a zero column in w_down adds nothing,
+    so the padded model computes exactly the same function.
+    """
+    h = cfg.hidden_dim
+    new_h = -(-h // multiple) * multiple
+    if new_h == h:
+        return cfg, state
+    pad = new_h - h
+    out = dict(state)
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}.mlp."
+        for n in ("w_gate", "w_up"):
+            w = state[p + n + ".weight"]
+            out[p + n + ".weight"] = torch.cat([w, w.new_zeros(pad, w.shape[1])], 0)
+        w = state[p + "w_down.weight"]
+        out[p + "w_down.weight"] = torch.cat([w, w.new_zeros(w.shape[0], pad)], 1)
+    d = dataclasses.asdict(cfg)
+    d.update(hidden_dim=new_h, extra=dict(cfg.extra, hidden_padded_from=h))
+    return ModelConfig.from_dict(d), out

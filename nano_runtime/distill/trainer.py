@@ -219,8 +219,8 @@ class Trainer:
         if self.c.parallel == "fsdp" and self.dist.active:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions,
                                                                  get_optimizer_state_dict)
-            raise NanoError("distill: checkpointing under FSDP2 is not supported yet; "
-                            "use --parallel ddp or --ckpt-every 0")
+            return get_optimizer_state_dict(self.student, self.opt, options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True))
         return self.opt.state_dict()
 
     # ----------------------------------------------------------------- batches
@@ -327,10 +327,17 @@ class Trainer:
         proj = {k[len("hidden_proj."):]: v for k, v in weights.items() if k.startswith("hidden_proj.")}
         model_w = {k: v for k, v in weights.items() if not k.startswith("hidden_proj.")}
         try:
-            self.student.load_state_dict(model_w)
+            if self.c.parallel == "fsdp" and self.dist.active:
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions, set_model_state_dict, set_optimizer_state_dict)
+                opts = StateDictOptions(full_state_dict=True)
+                set_model_state_dict(self.student, model_w, options=opts)
+                set_optimizer_state_dict(self.student, self.opt, opt_state, options=opts)
+            else:
+                self.student.load_state_dict(model_w)
+                self.opt.load_state_dict(opt_state)
             if self.projector is not None:
                 self.projector.load_state_dict(proj)
-            self.opt.load_state_dict(opt_state)
         except (RuntimeError, KeyError, ValueError) as e:
             raise NanoError(f"checkpoint {path} does not match this student: {e}") from None
         self.step = int(state["step"])
@@ -380,8 +387,16 @@ class Trainer:
                 tot += float(loss.detach()) / self.accum
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / self.accum
+            if self.dist.active and self.projector is not None:
+                # the projector lives outside DDP/FSDP: average its gradients by hand
+                import torch.distributed as dist
+                for p in self.projector.parameters():
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.dist.world
             gnorm = torch.nn.utils.clip_grad_norm_(self._trainable(), c.clip) if c.clip > 0 \
                 else torch.zeros(())
+            if hasattr(gnorm, "full_tensor"):     # FSDP2: a DTensor
+                gnorm = gnorm.full_tensor()
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             tot = self._allreduce_mean(tot)
@@ -425,9 +440,11 @@ class Trainer:
     def save_student(self, directory: str, tokenizer=None):
         """The student as a plain checkpoint directory (config.json + safetensors + tokenizer)."""
         from ..formats.checkpoint import save_checkpoint
+        from .prune import pad_hidden
         w = {k: v for k, v in self._full_weights().items() if not k.startswith("hidden_proj.")}
+        cfg, w = pad_hidden(self.student.cfg, w, 32)     # int4 groups of 32; same function
         if self.dist.main:
-            save_checkpoint(directory, self.student.cfg, w, tokenizer or self.tokenizer)
+            save_checkpoint(directory, cfg, w, tokenizer or self.tokenizer)
             with open(os.path.join(directory, "distill_history.json"), "w") as f:
                 json.dump({"config": asdict(self.c), "history": self.history}, f)
         self._barrier()
