@@ -47,6 +47,12 @@ def _lib():
                                          ctypes.POINTER(S)]
         lib.nano_chat_apply.argtypes = [P, ctypes.POINTER(_ChatMessage), I, I, ctypes.c_char_p,
                                         S, ctypes.POINTER(S)]
+        lib.nano_detok_stream_create.argtypes = [P, ctypes.POINTER(P)]
+        lib.nano_detok_stream_free.argtypes = [P]
+        lib.nano_detok_stream_free.restype = None
+        lib.nano_detok_stream_push.argtypes = [P, ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p),
+                                               ctypes.POINTER(S)]
+        lib.nano_detok_stream_flush.argtypes = [P, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(S)]
         lib.nano_last_error.restype = ctypes.c_char_p
         lib._tok_ready = True
     return lib
@@ -120,6 +126,25 @@ class NativeTokenizer:
         _check(self._lib, self._lib.nano_token_piece(self._h, token_id, ctypes.byref(p),
                                                      ctypes.byref(n)), "token piece")
         return ctypes.string_at(p, n.value)
+
+    def stream_pieces(self, ids) -> list:
+        """The byte chunks nano_detok_stream hands out for ids, one per token, then the
+        flush: what a streaming callback receives (whole UTF-8 characters only)."""
+        ds = ctypes.c_void_p()
+        _check(self._lib, self._lib.nano_detok_stream_create(self._h, ctypes.byref(ds)), "stream")
+        try:
+            out = []
+            p, n = ctypes.c_void_p(), ctypes.c_size_t()
+            for i in ids:
+                _check(self._lib, self._lib.nano_detok_stream_push(ds, i, ctypes.byref(p),
+                                                                   ctypes.byref(n)), "stream")
+                out.append(ctypes.string_at(p, n.value))
+            _check(self._lib, self._lib.nano_detok_stream_flush(ds, ctypes.byref(p),
+                                                                ctypes.byref(n)), "stream")
+            out.append(ctypes.string_at(p, n.value))
+            return out
+        finally:
+            self._lib.nano_detok_stream_free(ds)
 
     def apply_chat(self, messages: list, add_generation_prompt: bool = True) -> str:
         keep = [(m["role"].encode(), m["content"].encode()) for m in messages]

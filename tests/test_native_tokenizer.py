@@ -153,3 +153,36 @@ def test_unsupported_and_malformed_are_errors():
     with pytest.raises(NanoError, match="outside the vocabulary"):
         NativeTokenizer('{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", '
                         '"vocab": {"a": 0}, "merges": [["a", "b"]]}}', {})
+
+
+def test_streaming_never_splits_a_character(pair):
+    """nano_detok_stream (the text API's streaming rule): one chunk per token, each
+    valid UTF-8 holding whole characters; together they are the text."""
+    tok, nt = pair
+    split = 0
+    for line in varied_lines(seed=SEED + 2, n=300):
+        ids = nt.encode(line, add_bos=False)
+        chunks = nt.stream_pieces(ids)
+        assert len(chunks) == len(ids) + 1
+        for c in chunks:
+            c.decode("utf-8")  # raises if a character was split
+        assert b"".join(chunks).decode("utf-8") == nt.decode(ids)
+        split += sum(1 for i in ids if nt.piece(i) and not _valid(nt.piece(i)))
+    assert split > 50  # the lines do have characters spread over several tokens
+    # invalid and unfinished bytes come out as U+FFFD, never as broken UTF-8
+    byte_ids = [i for i in range(nt.vocab_size) if len(nt.piece(i)) == 1 and nt.piece(i)[0] >= 0x80]
+    lead = next(i for i in byte_ids if nt.piece(i) == b"\xe6")
+    cont = next(i for i in byte_ids if nt.piece(i) == b"\x9c")
+    for seq in ([lead, cont, lead, lead], [cont, lead, cont, cont, lead], [lead] * 3):
+        chunks = nt.stream_pieces(seq)
+        raw = b"".join(nt.piece(i) for i in seq)
+        assert b"".join(chunks) == raw.decode("utf-8", errors="replace").encode()  # Python's rule
+        assert chunks[-1] in (b"", b"\xef\xbf\xbd")
+
+
+def _valid(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False

@@ -123,24 +123,20 @@ void nano_detok_stream_free(nano_detok_stream *ds) {
     free(ds);
 }
 
-/* Length of a complete, valid UTF-8 character at s[0..n); 0 = incomplete, -1 = invalid. */
+/* A UTF-8 character at s[0..n): its length when complete and valid; 0 when valid so
+ * far but incomplete; -k when invalid, k = the maximal subpart to replace by one
+ * U+FFFD (the Unicode rule that Python's and Rust's lossy decoders follow). */
 static int utf8_char(const uint8_t *s, size_t n) {
-    uint8_t b = s[0];
-    int len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : -1;
-    if (len < 0) return -1;
+    uint8_t b = s[0], lo = 0x80, hi = 0xBF;
+    int len;
+    if (b < 0x80) return 1;
+    if (b >= 0xC2 && b <= 0xDF) len = 2;
+    else if (b >= 0xE0 && b <= 0xEF) { len = 3; lo = b == 0xE0 ? 0xA0 : 0x80; hi = b == 0xED ? 0x9F : 0xBF; }
+    else if (b >= 0xF0 && b <= 0xF4) { len = 4; lo = b == 0xF0 ? 0x90 : 0x80; hi = b == 0xF4 ? 0x8F : 0xBF; }
+    else return -1;
     for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) {
-            /* a prefix that can never complete is invalid now, not later */
-            if (i == 1 && ((b == 0xE0 && s[1] < 0xA0) || (b == 0xF0 && s[1] < 0x90) || b == 0xC0 || b == 0xC1 || b > 0xF4))
-                return -1;
-            return 0;
-        }
-        if ((s[i] & 0xC0) != 0x80) return -1;
-    }
-    if (len > 1) {
-        size_t adv;
-        if (tok_utf8_next(s, (size_t)len, &adv) == 0xFFFD && !(len == 3 && s[0] == 0xEF && s[1] == 0xBF && s[2] == 0xBD))
-            return -1; /* overlong, surrogate, > U+10FFFF */
+        if ((size_t)i >= n) return 0;
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF)) return -i;
     }
     return len;
 }
@@ -164,7 +160,7 @@ static int stream_bytes(nano_detok_stream *ds, const uint8_t *piece, size_t n, i
         int len = utf8_char(in + i, m - i);
         if (len > 0) { memcpy(ds->out + k, in + i, (size_t)len); k += (size_t)len; i += (size_t)len; }
         else if (len == 0 && !final) { memcpy(ds->tail, in + i, m - i); ds->n_tail = (int)(m - i); break; }
-        else { memcpy(ds->out + k, "\xef\xbf\xbd", 3); k += 3; i += len == 0 ? m - i : 1; }
+        else { memcpy(ds->out + k, "\xef\xbf\xbd", 3); k += 3; i += len == 0 ? m - i : (size_t)-len; }
     }
     if (in != stackbuf) free(in);
     ds->out[k] = 0;

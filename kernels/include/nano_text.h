@@ -78,6 +78,18 @@ NANO_API int nano_token_piece(const nano_tokenizer *tok, int32_t id, const char 
 NANO_API int nano_detokenize(const nano_tokenizer *tok, const int32_t *ids, int n,
                              int skip_special, char *out, size_t cap, size_t *n_out);
 
+/* Incremental detokenizer: token ids in, whole UTF-8 characters out (the streaming
+ * rule of nano_text_generate, for apps that run nano_generate themselves). push:
+ * *text[*len] is the text this token completes (maybe empty; valid until the next
+ * call); invalid bytes come out as U+FFFD. flush: what is left (an incomplete
+ * character becomes U+FFFD). One stream per generation thread. [ctx] */
+typedef struct nano_detok_stream nano_detok_stream;
+NANO_API int nano_detok_stream_create(const nano_tokenizer *tok, nano_detok_stream **out);
+NANO_API int nano_detok_stream_push(nano_detok_stream *ds, int32_t token, const char **text,
+                                    size_t *len);
+NANO_API int nano_detok_stream_flush(nano_detok_stream *ds, const char **text, size_t *len);
+NANO_API void nano_detok_stream_free(nano_detok_stream *ds);
+
 /* ---- chat formatting ------------------------------------------------------ */
 typedef struct {
     const char *role;    /* "system", "user", "assistant" */
