@@ -77,3 +77,24 @@ def test_arm64_matches_x86(builds, card, tmp_path):
         assert arm["text_hex"] == host["text_hex"]
         diff = float(np.abs(arm["logits"] - host["logits"]).max())
         assert diff <= 1e-3 * max(1.0, float(np.abs(host["logits"]).max())), (cpu, diff)
+
+
+def test_jni_library_cross_builds_for_arm64(tmp_path):
+    """The Java binding's native library for an ARM64 phone: same build script, the
+    NEON kernels in, only JNI_OnLoad/Java_* exported (what the NDK build produces)."""
+    for tool in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-nm", "javac"):
+        assert shutil.which(tool), f"{tool} is not installed"
+    env = {**os.environ, "CC": "aarch64-linux-gnu-gcc", "NM": "aarch64-linux-gnu-nm",
+           "TARGET_ARCH": "aarch64", "OUT_DIR": str(tmp_path)}
+    r = subprocess.run(["bash", os.path.join(ROOT, "kernels", "bindings", "java", "build.sh")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lib = str(tmp_path / "libnano_jni.so")
+    dyn = subprocess.run(["aarch64-linux-gnu-nm", "-D", "--defined-only", lib], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert "JNI_OnLoad" in dyn and "Java_ai_nanoruntime_NanoSession_nativeGenerate" in dyn
+    syms = subprocess.run(["aarch64-linux-gnu-nm", lib], capture_output=True, text=True,
+                          check=True).stdout
+    assert "neondot" in syms or "neon" in syms  # the NEON kernels are linked in
+    head = open(lib, "rb").read(20)
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64

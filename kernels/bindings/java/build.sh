@@ -4,6 +4,8 @@
 #
 #   kernels/bindings/java/build.sh            -> kernels/bindings/java/build/
 #       libnano_jni.so, nano.jar, classes/, test-classes/
+#   CC=aarch64-linux-gnu-gcc NM=aarch64-linux-gnu-nm TARGET_ARCH=aarch64 OUT_DIR=... build.sh
+#       cross-builds the library for ARM64 (the Java classes are the same everywhere)
 #
 # Needs a C compiler and a JDK (javac + the JNI headers): Debian `default-jdk`.
 # ISA flags follow the file name, the same rule as setup.py and kernels/Makefile.
@@ -22,7 +24,8 @@ fi
 [ -f "$JAVA_HOME/include/jni.h" ] || { echo "error: no jni.h under $JAVA_HOME/include" >&2; exit 2; }
 
 mkdir -p "$OUT/obj" "$OUT/classes" "$OUT/test-classes"
-ARCH="$(uname -m)"
+ARCH="${TARGET_ARCH:-$(uname -m)}"
+NM="${NM:-nm}"
 CFLAGS="-std=c11 -O2 -fPIC -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -fvisibility=hidden"
 INC="-I$ROOT/kernels/include -I$ROOT/kernels/src -I$ROOT/kernels/engine -I$JAVA_HOME/include -I$JAVA_HOME/include/linux"
 
@@ -46,7 +49,7 @@ $CC -shared -o "$OUT/libnano_jni.so.tmp" "${objs[@]}" -lm -pthread -Wl,--exclude
 mv "$OUT/libnano_jni.so.tmp" "$OUT/libnano_jni.so"
 
 # only JNI_OnLoad and Java_* may be exported
-bad="$(nm -D --defined-only "$OUT/libnano_jni.so" | awk '{print $3}' | grep -v -E '^(JNI_OnLoad|Java_.*)$' || true)"
+bad="$("$NM" -D --defined-only "$OUT/libnano_jni.so" | awk '{print $3}' | grep -v -E '^(JNI_OnLoad|Java_.*)$' || true)"
 if [ -n "$bad" ]; then echo "error: libnano_jni.so exports more than JNI symbols:" >&2; echo "$bad" >&2; exit 1; fi
 
 "$JAVA_HOME/bin/javac" -Xlint:all -Werror -d "$OUT/classes" "$HERE"/src/main/java/ai/nanoruntime/*.java
