@@ -110,6 +110,7 @@ def test_ten_thousand_callbacks_in_one_call(jbuild, tiny_long):
     got = run_java(jbuild, "callbacks", tiny_long, "10000")
     assert got["callbacks"] == got["generated"] == "10000"
     assert got["stop"] == "length"
+    assert got["cancelled"] == "cancelled after=100"            # cancel() from another thread
     assert got["stopped_after"] == "3 reason=callback"          # returning false stops
     assert got["callback_exception"] == "from callback"         # a Java exception propagates
 

@@ -186,3 +186,23 @@ def _valid(b: bytes) -> bool:
         return True
     except UnicodeDecodeError:
         return False
+
+
+def test_unicode_tables_are_generated_from_unicodedata():
+    """kernels/engine/tok_unicode_tables.c is what tools/gen_unicode_tables.py writes
+    (compared when this Python has the same Unicode version as the committed file)."""
+    import importlib.util
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("gen", os.path.join(root, "tools",
+                                                                      "gen_unicode_tables.py"))
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    with open(gen.OUT, encoding="utf-8") as f:
+        committed = f.read()
+    fresh = gen.generate()
+    if f"(Unicode {unicodedata.unidata_version})" in committed:
+        assert fresh == committed, "stale: rerun tools/gen_unicode_tables.py"
+    else:  # another Unicode version: same structure, same three classes
+        for name in ("nano_uc_letter", "nano_uc_number", "nano_uc_space"):
+            assert name in committed and name in fresh

@@ -50,6 +50,18 @@ public final class NanoJniCheck {
             System.out.println("callbacks=" + count[0]);
             System.out.println("generated=" + r.generatedTokens);
             System.out.println("stop=" + r.stopReason);
+            // cancel() from another thread stops a running generation
+            s.reset();
+            int[] c1 = {0};
+            GenerationResult rc = s.generate("Once upon a time", 5000, (id, piece) -> {
+                if (++c1[0] == 100) {
+                    Thread t = new Thread(s::cancel);
+                    t.start();
+                    try { t.join(); } catch (InterruptedException e) { throw new RuntimeException(e); }
+                }
+                return true;
+            });
+            System.out.println("cancelled=" + rc.stopReason + " after=" + c1[0]);
             System.out.println("text_hex=" + hex(text.toString()));
             System.out.println("detok_hex=" + hex(model.detokenize(r.tokens)));
         }
@@ -65,6 +77,18 @@ public final class NanoJniCheck {
             System.out.println("callbacks=" + count[0]);
             System.out.println("generated=" + r.generatedTokens);
             System.out.println("stop=" + r.stopReason);
+            // cancel() from another thread stops a running generation
+            s.reset();
+            int[] c1 = {0};
+            GenerationResult rc = s.generate("Once upon a time", 5000, (id, piece) -> {
+                if (++c1[0] == 100) {
+                    Thread t = new Thread(s::cancel);
+                    t.start();
+                    try { t.join(); } catch (InterruptedException e) { throw new RuntimeException(e); }
+                }
+                return true;
+            });
+            System.out.println("cancelled=" + rc.stopReason + " after=" + c1[0]);
             // a callback that returns false stops at once; one that throws propagates
             int[] c2 = {0};
             GenerationResult r2 = s.generate(" again", 50, (id, piece) -> ++c2[0] < 3);
