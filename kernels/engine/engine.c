@@ -89,7 +89,8 @@ int64_t nano_scratch_bytes(const nano_config *c, int n_ctx, int n_batch, int n_t
     int64_t kmax = c->dim > qd ? c->dim : qd;
     if (c->hidden_dim > kmax) kmax = c->hidden_dim;
     int64_t f = B * (4 * (int64_t)c->dim + 2 * qd + 2 * kvd + 2 * (int64_t)c->hidden_dim) +
-                2 * B * c->head_dim + (int64_t)n_threads * n_ctx + 2LL * c->vocab_size;
+                2 * B * c->head_dim + (int64_t)n_threads * n_ctx + 2LL * c->vocab_size +
+                (int64_t)n_threads * (int64_t)nano_attn_scratch_floats(c->head_dim, c->n_heads);
     int64_t act = (int64_t)nano_q8_act_bytes((int)B, (int)kmax);
     return f * 4 + act + 5LL * c->vocab_size + 4LL * n_ctx;
 }
@@ -198,7 +199,7 @@ NANO_API void nano_context_free(nano_context *ctx) {
     free(ctx->k16); free(ctx->v16); free(ctx->k8); free(ctx->v8); free(ctx->ks); free(ctx->vs);
     free(ctx->cap);
     free(ctx->x); free(ctx->xb); free(ctx->q); free(ctx->k); free(ctx->v); free(ctx->att);
-    free(ctx->hb); free(ctx->hb2); free(ctx->h); free(ctx->rope); free(ctx->scores);
+    free(ctx->hb); free(ctx->hb2); free(ctx->h); free(ctx->rope); free(ctx->scores); free(ctx->attn_scratch);
     free(ctx->actbuf); free(ctx->logits); free(ctx->probs); free(ctx->idx); free(ctx->seen);
     free(ctx->tokens);
     nano_pool_free(ctx->pool);
@@ -262,6 +263,8 @@ NANO_API int nano_context_create(nano_model *m, const nano_context_params *param
         !(ctx->v = zalloc(ctx, B * kvd * F, 0)) || !(ctx->hb = zalloc(ctx, B * hid * F, 0)) ||
         !(ctx->hb2 = zalloc(ctx, B * hid * F, 0)) || !(ctx->rope = zalloc(ctx, 2 * (size_t)B * hd * F, 0)) ||
         !(ctx->scores = zalloc(ctx, (size_t)ctx->n_threads * ctx->n_ctx * F, 0)) ||
+        !(ctx->attn_scratch = zalloc(ctx, (size_t)ctx->n_threads *
+                                     (ctx->attn_scratch_floats = nano_attn_scratch_floats(hd, c->n_heads)) * F, 0)) ||
         !(ctx->actbuf = zalloc(ctx, ctx->actbuf_bytes, 0)) ||
         !(ctx->logits = zalloc(ctx, (size_t)c->vocab_size * F, 0)) ||
         !(ctx->probs = zalloc(ctx, (size_t)c->vocab_size * F, 0)) ||

@@ -114,6 +114,8 @@ struct nano_context {
     float *h;               /* [B, dim]    block output            */
     float *rope;            /* [2 thetas][B][cos|sin][hd/2]         */
     float *scores;          /* [n_threads, n_ctx]                   */
+    float *attn_scratch;    /* [n_threads, attn_scratch_floats]     */
+    size_t attn_scratch_floats;
     void *actbuf;           /* q8 activations for [B, max(dim, q_dim, hidden)] */
     size_t actbuf_bytes;
     nano_q8_act act;
@@ -140,6 +142,7 @@ int nano_forward(nano_context *ctx, const int32_t *tokens, int n, float *logits_
 int nano_linear_matmul(nano_context *ctx, const nano_linear *w, const float *x, float *y, int m,
                        int x_quantized);
 float nano_f16_lut(uint16_t h);
+size_t nano_attn_scratch_floats(int head_dim, int n_heads);
 void nano_f16_lut_init(void);
 
 /* sampler.c */

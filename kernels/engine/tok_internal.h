@@ -33,7 +33,7 @@ int tok_is_space(uint32_t cp);            /* \s (White_Space) */
 /* Reads JSON in place without building a tree (the Gemma tokenizer.json has
  * ~800k strings). Every read is bounds-checked; the first error sticks in `err`. */
 typedef struct {
-    const char *p, *end;
+    const char *p, *end, *start;
     int depth;
     uint8_t first[64]; /* per open container: no member read yet */
     char err[96];

@@ -12,7 +12,7 @@
 
 void tj_init(tj_cur *c, const char *s, size_t n) {
     memset(c, 0, sizeof *c);
-    c->p = s;
+    c->p = c->start = s;
     c->end = s + n;
 }
 
@@ -24,7 +24,7 @@ void tj_free(tj_cur *c) {
 
 int tj_fail(tj_cur *c, const char *what) {
     if (!c->err[0])
-        snprintf(c->err, sizeof c->err, "%s (at byte %ld)", what, (long)(c->end - c->p));
+        snprintf(c->err, sizeof c->err, "%s (at byte %ld)", what, (long)(c->p - c->start));
     c->p = c->end;
     return -1;
 }
