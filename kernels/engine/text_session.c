@@ -224,8 +224,8 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
     int32_t *prompt = malloc(((size_t)n_prompt + 1) * sizeof *prompt);
     int32_t *out = malloc((size_t)p->max_tokens * sizeof *out);
     if (!prompt || !out) { free(prompt); free(out); return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory"); }
-    memcpy(prompt, s->pending, (size_t)s->n_pending * sizeof *prompt);
-    memcpy(prompt + s->n_pending, ids, (size_t)n * sizeof *prompt);
+    if (s->n_pending) memcpy(prompt, s->pending, (size_t)s->n_pending * sizeof *prompt);
+    if (n) memcpy(prompt + s->n_pending, ids, (size_t)n * sizeof *prompt);
 
     text_stream ts = {.p = p, .ds = {.tok = tok}};
     nano_generate_params gp = nano_generate_default_params();
