@@ -89,9 +89,12 @@ typedef struct nano_pool nano_pool;
 NANO_API nano_pool *nano_pool_create(int n_threads);
 NANO_API void nano_pool_free(nano_pool *pool);           /* NULL is a no-op */
 NANO_API int nano_pool_size(const nano_pool *pool);      /* 1 for NULL      */
-/* Run fn(arg, tid, nthreads) on every thread (tid 0 is the caller) and wait.
- * No allocation or locking on the hot path. The engine may use it for its own loops;
- * fn must not call nano_pool_run on the same pool (no nesting). */
+/* Call fn(arg, tid, nthreads) once for every tid in [0, nthreads) and wait. The calls
+ * are claimed dynamically by the pool's threads (the caller included), so a thread
+ * that is descheduled never holds the job up; a tid may therefore run on any thread,
+ * and one thread may run several tids in turn, but no two calls share a tid (per-tid
+ * scratch is safe). No allocation or locking on the hot path. The engine may use it
+ * for its own loops; fn must not call nano_pool_run on the same pool (no nesting). */
 typedef void (*nano_pool_fn)(void *arg, int tid, int nthreads);
 NANO_API int nano_pool_run(nano_pool *pool, nano_pool_fn fn, void *arg);
 

@@ -210,18 +210,19 @@ typedef struct {
 
 #define ROW_ALIGN 16 /* output rows per thread chunk are a multiple of this */
 
-static void split(int total, int align, int tid, int nt, int *lo, int *hi) {
+static void split(int total, int align, int tid, int nt, int *lo, int *hi) { /* part tid of nt */
     int chunk = (total + nt - 1) / nt;
     chunk = (chunk + align - 1) / align * align;
     *lo = tid * chunk < total ? tid * chunk : total;
     *hi = *lo + chunk < total ? *lo + chunk : total;
 }
 
-static void job_fn(void *arg, int tid, int nt) {
+/* chunk c of nc: a contiguous range of rows (quantization) or output columns */
+static void job_fn(void *arg, int c, int nc) {
     const job_t *j = (const job_t *)arg;
     int lo, hi;
     if (j->kind == JOB_QUANT) {
-        split(j->m, 1, tid, nt, &lo, &hi);
+        split(j->m, 1, c, nc, &lo, &hi);
         const float *x = (const float *)j->x;
         const int k = j->act->k, nb = k / NANO_QK;
         for (int i = lo; i < hi; i++)
@@ -229,7 +230,7 @@ static void job_fn(void *arg, int tid, int nt) {
                             j->act->d + (size_t)i * nb, j->act->ds + (size_t)i * nb);
         return;
     }
-    split(j->n, ROW_ALIGN, tid, nt, &lo, &hi);
+    split(j->n, ROW_ALIGN, c, nc, &lo, &hi);
     if (lo >= hi) return;
     switch (j->kind) {
     case JOB_Q4_F32: j->t->q4_f32(j->w, j->x, j->y, j->m, lo, hi); break;
@@ -239,15 +240,24 @@ static void job_fn(void *arg, int tid, int nt) {
     }
 }
 
+#define CHUNKS_PER_THREAD 4 /* dynamic balance: a slow or descheduled thread loses chunks */
+
 static int run_job(job_t *j, nano_pool *pool) {
     j->t = active();
-    /* small problems are not worth waking the workers */
-    const int par = j->kind == JOB_QUANT ? j->m >= 2 : j->n >= 2 * ROW_ALIGN;
-    if (!pool || nano_pool_size(pool) == 1 || !par) {
+    const int nt = nano_pool_size(pool);
+    int units, nc;
+    if (j->kind == JOB_QUANT) {
+        units = j->m;
+        nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+    } else {
+        units = (j->n + ROW_ALIGN - 1) / ROW_ALIGN;
+        nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+    }
+    if (!pool || nt == 1 || nc <= 1) {
         job_fn(j, 0, 1);
         return NANO_K_OK;
     }
-    return nano_pool_run(pool, job_fn, j);
+    return nano_pool_run_chunks(pool, job_fn, j, nc);
 }
 
 NANO_API int nano_quantize_act_q8(const float *x, int m, int k, nano_q8_act *act,

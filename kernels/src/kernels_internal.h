@@ -34,6 +34,10 @@ extern const nano_kernel_table nano_kernels_neon;
 extern const nano_kernel_table nano_kernels_neondot;
 #endif
 
+/* Run fn(arg, chunk, n_chunks) for every chunk in [0, n_chunks), claimed dynamically by
+ * the pool's threads (pool.c). */
+int nano_pool_run_chunks(nano_pool *pool, nano_pool_fn fn, void *arg, int n_chunks);
+
 /* Scalar helpers shared by the SIMD files for their tails. */
 float nano_h2f(uint16_t h);
 void nano_q4_f32_rows_scalar(const nano_q4_matrix *w, const float *x, float *y, int m,

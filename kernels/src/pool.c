@@ -1,10 +1,17 @@
-/* pool.c - persistent pthread pool: the caller is thread 0, n-1 workers wait
- * for a generation counter to change (spinning briefly, then sleeping on a
- * condition variable). A job costs one atomic increment to start and one
- * atomic counter to finish; the mutex is touched only to wake sleepers. */
+/* pool.c - persistent pthread pool with dynamic chunk claiming.
+ *
+ * A job is n_chunks calls fn(arg, chunk, n_chunks). The caller publishes the job
+ * (one atomic generation bump; sleeping workers are woken through a condition
+ * variable only if there are any), then every thread, the caller included,
+ * claims chunks with a CAS on one 64-bit word (generation << 32 | next chunk)
+ * until none are left; the caller returns when all chunks are done. A worker
+ * that is descheduled (oversubscribed CPU, a slow little core) therefore never
+ * holds up the job: the others take its chunks. Workers spin briefly for the
+ * next job, then sleep. No allocation or locking on the hot path. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -20,26 +27,41 @@
 #endif
 
 #define NANO_POOL_MAX_THREADS 256
-#define NANO_POOL_SPIN 20000 /* ~0.1-1 ms of pause before sleeping */
-
-struct nano_pool {
-    int n;
-    pthread_t *threads;
-    struct worker_arg *args;
-    atomic_uint gen;
-    atomic_int done;
-    atomic_int sleepers;
-    atomic_int stop;
-    nano_pool_fn fn;
-    void *arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-};
+#define NANO_POOL_SPIN 20000 /* ~0.1-1 ms of pause before sleeping / yielding */
 
 struct worker_arg {
     nano_pool *pool;
     int tid;
 };
+
+struct nano_pool {
+    int n;
+    pthread_t *threads;
+    struct worker_arg *args;
+    atomic_uint gen;          /* bumped once per job: wakes the workers           */
+    atomic_ullong claim;      /* (gen << 32) | next unclaimed chunk                */
+    atomic_int done;          /* chunks finished in the current job               */
+    atomic_int sleepers;
+    atomic_int stop;
+    nano_pool_fn fn;
+    void *arg;
+    int n_chunks;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* claim and run chunks of job `g` until none are left or the job changed */
+static void work_on(nano_pool *pool, unsigned g, nano_pool_fn fn, void *arg, int n) {
+    for (;;) {
+        unsigned long long c = atomic_load_explicit(&pool->claim, memory_order_acquire);
+        if ((unsigned)(c >> 32) != g || (int)(c & 0xFFFFFFFFu) >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool->claim, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        fn(arg, (int)(c & 0xFFFFFFFFu), n);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+    }
+}
 
 static void *worker_main(void *p) {
     struct worker_arg *wa = (struct worker_arg *)p;
@@ -61,8 +83,10 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = g;
-        pool->fn(pool->arg, wa->tid, pool->n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+        /* fn/arg/n_chunks were written before gen was bumped; they stay valid while
+         * any chunk of job g is unfinished, and work_on only runs a chunk it claimed
+         * under generation g. */
+        work_on(pool, g, pool->fn, pool->arg, pool->n_chunks);
     }
     return NULL;
 }
@@ -75,8 +99,9 @@ NANO_API nano_pool *nano_pool_create(int n_threads) {
     if (n_threads > NANO_POOL_MAX_THREADS) return NULL;
     nano_pool *pool = (nano_pool *)calloc(1, sizeof(*pool));
     if (!pool) return NULL;
-    pool->n = n_threads;
+    pool->n = 1;
     atomic_init(&pool->gen, 0);
+    atomic_init(&pool->claim, 0);
     atomic_init(&pool->done, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
@@ -85,25 +110,21 @@ NANO_API nano_pool *nano_pool_create(int n_threads) {
     if (n_threads > 1) {
         pool->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
         pool->args = (struct worker_arg *)calloc((size_t)n_threads, sizeof(struct worker_arg));
-        if (!pool->threads || !pool->args) goto fail;
+        if (!pool->threads || !pool->args) {
+            nano_pool_free(pool);
+            return NULL;
+        }
         for (int t = 1; t < n_threads; t++) {
             pool->args[t].pool = pool;
             pool->args[t].tid = t;
             if (pthread_create(&pool->threads[t], NULL, worker_main, &pool->args[t]) != 0) {
-                pool->n = t; /* join the ones started */
-                nano_pool_free(pool);
+                nano_pool_free(pool); /* joins the pool->n - 1 workers started */
                 return NULL;
             }
+            pool->n = t + 1;
         }
     }
     return pool;
-fail:
-    free(pool->threads);
-    free(pool->args);
-    pthread_mutex_destroy(&pool->mu);
-    pthread_cond_destroy(&pool->cv);
-    free(pool);
-    return NULL;
 }
 
 NANO_API void nano_pool_free(nano_pool *pool) {
@@ -123,26 +144,33 @@ NANO_API void nano_pool_free(nano_pool *pool) {
 
 NANO_API int nano_pool_size(const nano_pool *pool) { return pool ? pool->n : 1; }
 
-NANO_API int nano_pool_run(nano_pool *pool, nano_pool_fn fn, void *arg) {
+int nano_pool_run_chunks(nano_pool *pool, nano_pool_fn fn, void *arg, int n_chunks) {
     if (!fn) return NANO_K_ERR_NULL;
-    if (!pool || pool->n == 1) {
-        fn(arg, 0, 1);
+    if (n_chunks <= 0) return NANO_K_OK;
+    if (!pool || pool->n == 1 || n_chunks == 1) {
+        for (int c = 0; c < n_chunks; c++) fn(arg, c, n_chunks);
         return NANO_K_OK;
     }
     pool->fn = fn;
     pool->arg = arg;
+    pool->n_chunks = n_chunks;
     atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&pool->gen, 1); /* seq_cst: pairs with the sleepers check below */
+    const unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
+    atomic_store(&pool->claim, (unsigned long long)g << 32);
+    atomic_store(&pool->gen, g); /* seq_cst: pairs with the sleepers check below */
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->mu);
         pthread_cond_broadcast(&pool->cv);
         pthread_mutex_unlock(&pool->mu);
     }
-    fn(arg, 0, pool->n);
-    const int want = pool->n - 1;
-    for (long i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < want; i++) {
+    work_on(pool, g, fn, arg, n_chunks);
+    for (long i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n_chunks; i++) {
         if (i < NANO_POOL_SPIN) CPU_RELAX();
         else sched_yield();
     }
     return NANO_K_OK;
+}
+
+NANO_API int nano_pool_run(nano_pool *pool, nano_pool_fn fn, void *arg) {
+    return nano_pool_run_chunks(pool, fn, arg, nano_pool_size(pool));
 }
