@@ -185,6 +185,13 @@ _ET_CACHE = {}
 def executorch_8da4w(n, k, m):
     import torch
     key = (n, k)
+    cache = os.path.join(tempfile.gettempdir(), f"nano_bench_et_{n}x{k}.pte")
+    if key not in _ET_CACHE and os.path.exists(cache):  # exported by the other thread count's run
+        from executorch.runtime import Runtime
+        with open(cache, "rb") as f:
+            prog = f.read()
+        program = Runtime.get().load_program(prog)
+        _ET_CACHE[key] = (prog, program, program.load_method("forward"))
     if key not in _ET_CACHE:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -196,9 +203,12 @@ def executorch_8da4w(n, k, m):
                                                              weight_granularity=PerGroup(GROUP)))
         dim_m = torch.export.Dim("M", min=1, max=512)
         ex = torch.export.export(mod, (torch.randn(2, k),), dynamic_shapes=({0: dim_m},))
-        prog = to_edge_transform_and_lower(ex, partitioner=[XnnpackPartitioner()]).to_executorch()
-        program = Runtime.get().load_program(prog.buffer)  # must outlive its method
+        prog = to_edge_transform_and_lower(ex, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        program = Runtime.get().load_program(prog)  # must outlive its method
         _ET_CACHE[key] = (prog, program, program.load_method("forward"))
+        with open(cache + ".tmp", "wb") as f:
+            f.write(prog)
+        os.replace(cache + ".tmp", cache)
     meth = _ET_CACHE[key][2]
     x = torch.randn(m, k)
     return lambda: meth.execute([x])
@@ -270,7 +280,7 @@ def run_threads(threads, quick, enabled):
             _unsafe_reset_threadpool(threads)
         except Exception as e:
             print(f"  [executorch threadpool: {e}]", file=sys.stderr)
-    variants = K.variants()
+    variants = [v for v in K.variants() if v in os.environ.get("NANO_BENCH_VARIANTS", ",".join(K.VARIANTS)).split(",")]
     vid = {v: K.VARIANTS.index(v) for v in variants}
     best_v = variants[-1]
     rounds = 5 if quick else 7
@@ -411,6 +421,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--peers", default="torch,et,ort", help="comma list of torch, et, ort (or none)")
+    ap.add_argument("--variants", default=",".join(K.VARIANTS), help="our variants to measure (if available)")
     ap.add_argument("--from-partial", metavar="JSONL", help="only render the report from the rows a "
                     "(possibly interrupted) run appended to JSONL, plus --membw-json")
     ap.add_argument("--membw-json", metavar="JSON", help="with --from-partial: a kernels.json for membw")
@@ -440,6 +451,12 @@ def main():
     print("measuring memory bandwidth ...", file=sys.stderr)
     data = {"machine": f"{os.cpu_count()} CPUs, {K.current_variant()} selected", "variants": K.variants(),
             "membw": {str(t): v for t, v in membw(threads).items()}, "rows": []}
+    # workers load a private copy of libnano, so rebuilding the tree cannot crash a long run
+    import shutil
+    libcopy = os.path.join(tempfile.mkdtemp(), "libnano.so")
+    shutil.copy(K._native.lib_path(), libcopy)
+    os.environ["NANO_LIB"] = libcopy
+    os.environ["NANO_BENCH_VARIANTS"] = args.variants
     for t in threads:
         print(f"threads={t} ...", file=sys.stderr)
         cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(t), "--peers", args.peers or "none"]
@@ -447,6 +464,7 @@ def main():
             cmd.append("--quick")
         out = subprocess.run(cmd, capture_output=True, text=True)
         sys.stderr.write("".join(l + "\n" for l in out.stderr.splitlines() if l.startswith("  ")))
+        sys.stderr.flush()
         if out.returncode != 0:
             sys.stderr.write(out.stderr[-4000:])
             raise SystemExit(f"worker for {t} threads failed")
