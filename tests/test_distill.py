@@ -293,9 +293,9 @@ def test_two_process_gloo_matches_single_process(tmp_path, parallel):
     script.write_text(WORKER.format(tests=os.path.join(ROOT, "tests"), root=ROOT,
                                     parallel=parallel, out=out))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", "0", str(script)], capture_output=True, text=True,
-                       timeout=600, env=env, cwd=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", str(script)], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.load(open(out))
     want = [r[3] for r in single.history["train"]]

@@ -386,7 +386,7 @@ class Trainer:
                     (loss / self.accum).backward()
                 tot += float(loss.detach()) / self.accum
                 for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) / self.accum
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / self.accum
             if self.dist.active and self.projector is not None:
                 # the projector lives outside DDP/FSDP: average its gradients by hand
                 import torch.distributed as dist
