@@ -68,8 +68,8 @@ def _close(a, b):
 def test_pte_matches_quantized_reference(exported, name):
     from nano_runtime.export.pte import build_quantized_decoder
     lm, d = exported[name]
-    assert sorted(os.listdir(d["pte"])) == ["export_config.json", "model.pte",
-                                           "tokenizer.json", "tokenizer_config.json"]
+    assert {"export_config.json", "model.pte", "tokenizer.json",
+            "tokenizer_config.json"} <= set(os.listdir(d["pte"]))
     pm = R.PteModule(d["pte"])
     meta = export_metadata(lm.config, lm.tokenizer, OPTS.max_seq_len)
     for k in ("get_max_seq_len", "get_max_context_len", "get_bos_id", "get_vocab_size",
