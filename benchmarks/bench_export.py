@@ -67,13 +67,15 @@ def artifact_bytes(d, kind):
                if f.startswith("model.onnx"))
 
 
-def ensure_artifacts(lm, root, opts, name):
+def ensure_artifacts(lm, root, opts, name, no_export=False):
     from nano_runtime.export.onnx_genai import export_onnx
     from nano_runtime.export.pte import export_pte
     out, times = {}, {}
     for kind, fn in (("pte", export_pte), ("onnx", export_onnx)):
         d = os.path.join(root, f"{name}-{kind}")
         if not os.path.isdir(d):
+            if no_export:
+                continue
             t0 = time.perf_counter()
             fn(lm, d, opts)
             times[kind] = time.perf_counter() - t0
@@ -88,8 +90,9 @@ def prompt_ids(tok, text):
 def references(lm, arts, opts):
     """The same-quantization references of both artifacts (built once per model)."""
     from nano_runtime.export.pte import build_quantized_decoder
-    ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len)
-    ref_pte = R.RefStepper(build_quantized_decoder(lm.model, opts), start_pos_only=True)
+    ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len) if "onnx" in arts else None
+    ref_pte = R.RefStepper(build_quantized_decoder(lm.model, opts), start_pos_only=True) \
+        if "pte" in arts else None
     return ref_pte, ref_onnx
 
 
@@ -97,9 +100,13 @@ def correctness(lm, arts, refs, n_tokens=32):
     tok = lm.tokenizer
     res = {}
     ref_pte, ref_onnx = refs
-    g = R.GenaiModel(arts["onnx"], threads=2)
-    pm = R.PteModule(arts["pte"], threads=2)
-    for kind, art, ref in (("onnx", g, ref_onnx), ("pte", pm, ref_pte)):
+    runs = []
+    if "onnx" in arts:
+        g = R.GenaiModel(arts["onnx"], threads=2)
+        runs.append(("onnx", g, ref_onnx))
+    if "pte" in arts:
+        runs.append(("pte", R.PteModule(arts["pte"], threads=2), ref_pte))
+    for kind, art, ref in runs:
         rows = []
         for p in PROMPTS:
             ids = prompt_ids(tok, p)
@@ -115,6 +122,13 @@ def correctness(lm, arts, refs, n_tokens=32):
                          "max_abs_logit_diff": float(np.abs(la - lr).max()),
                          "ref_text": tok.decode(ra), "artifact_text": tok.decode(aa)})
         res[kind] = rows
+    if "onnx" in arts:
+        # ORT GenAI's tokenizer never adds BOS (docs/ANDROID.md): compare the rest
+        res["onnx_tokenizer_matches_after_bos"] = all(
+            [int(i) for i in g.tokenizer.encode(p)] == tok.encode(p, add_bos=False)
+            for p in PROMPTS)
+    if "pte" not in arts:
+        return res
     # ---- the .pte through ExecuTorch's own LLM runner (text in, text out)
     runner, rows = None, []
     nb = 1 if tok.add_bos and tok.bos_id is not None else 0
@@ -145,7 +159,7 @@ def speed(arts, tok, threads_list, reps, prompt_len=128, gen=64):
     samples = {}
     for rep in range(reps):
         for th in threads_list:
-            for kind in ("pte", "onnx"):
+            for kind in [k for k in ("pte", "onnx") if k in arts]:
                 key = f"{kind}@{th}"
                 s = samples.setdefault(key, {"load_s": [], "prefill_tok_s": [], "decode_tok_s": []})
                 if kind == "pte":
@@ -189,17 +203,21 @@ def perplexities(lm, arts, refs, windows, ctx=512):
     out = {}
     with torch.no_grad():
         out["reference_fp32"] = ppl(lambda w: lm.model(torch.tensor([w]))[0].float().numpy())
-        m = ref_onnx.module
-        seq = m.layers[0].attn.kv_cache.k.shape[2]
-        m.clear_cache()
-        out["reference_onnx_quant"] = ppl(lambda w: m(torch.tensor([w]))[0].float().numpy())
-        m.setup_cache(1, seq)
-        out["reference_pte_quant"] = ppl(
-            lambda w: ref_pte.module.all_logits(torch.tensor([w]))[0].float().numpy())
-    g = R.GenaiModel(arts["onnx"], threads=2)
-    out["onnx_genai"] = ppl(g.all_logits)
-    del g
-    out["pte_executorch"] = ppl(stepwise(R.PteModule(arts["pte"], threads=2)))
+        if ref_onnx is not None:
+            m = ref_onnx.module
+            seq = m.layers[0].attn.kv_cache.k.shape[2]
+            m.clear_cache()
+            out["reference_onnx_quant"] = ppl(lambda w: m(torch.tensor([w]))[0].float().numpy())
+            m.setup_cache(1, seq)
+        if ref_pte is not None:
+            out["reference_pte_quant"] = ppl(
+                lambda w: ref_pte.module.all_logits(torch.tensor([w]))[0].float().numpy())
+    if "onnx" in arts:
+        g = R.GenaiModel(arts["onnx"], threads=2)
+        out["onnx_genai"] = ppl(g.all_logits)
+        del g
+    if "pte" in arts:
+        out["pte_executorch"] = ppl(stepwise(R.PteModule(arts["pte"], threads=2)))
     return out
 
 
@@ -212,12 +230,14 @@ def markdown(all_res):
              "teacher-forced top-1 | max abs logit diff |", "|---|---|---|---|---|---|"]
     for name, r in all_res.items():
         c = r["correctness"]
-        for kind in ("pte", "onnx"):
+        for kind in [k for k in ("pte", "onnx") if k in c]:
             rows = c[kind]
             pref = [x["identical_prefix"] for x in rows]
             top1 = float(np.mean([x["top1"] for x in rows]))
             lines.append(f"| {name} | {kind} | {pref} | {sum(p == 32 for p in pref)}/5 | "
                          f"{top1:.1%} | {max(x['max_abs_logit_diff'] for x in rows):.3f} |")
+        if "pte_llm_runner" not in c:
+            continue
         pref = [x["identical_prefix"] for x in c["pte_llm_runner"]]
         lines.append(f"| {name} | pte via ExecuTorch LLM runner (text) | {pref} | "
                      f"{sum(p == 32 for p in pref)}/5 | | |")
@@ -262,6 +282,8 @@ def main():
     ap.add_argument("--artifacts", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                          "nano_runtime", "export-bench"))
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-export", action="store_true",
+                    help="measure only the artifacts already in --artifacts")
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-seq-len", type=int, default=1024)
@@ -276,7 +298,7 @@ def main():
             all_res = json.load(f).get("models", {})
     for name in args.models:
         lm = load_model(name)
-        arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name)
+        arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name, args.no_export)
         r = {"export_s": export_s,
              "size_bytes": {k: artifact_bytes(d, k) for k, d in arts.items()},
              "folder_bytes": {k: dir_bytes(d) for k, d in arts.items()}}
@@ -290,7 +312,13 @@ def main():
         print(f"[{name}] perplexity", file=sys.stderr)
         r["ppl"] = perplexities(lm, arts, refs, args.windows, args.ctx)
         del refs
-        all_res[name] = r
+        old = all_res.get(name, {})       # merge: a later run may add the other artifact
+        for k, v in r.items():
+            if isinstance(v, dict) and isinstance(old.get(k), dict):
+                old[k].update(v)
+            else:
+                old[k] = v
+        all_res[name] = old
         with open(out_json, "w") as f:
             json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},
                        "max_seq_len": args.max_seq_len, "models": all_res}, f, indent=1)
