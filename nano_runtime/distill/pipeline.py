@@ -102,15 +102,15 @@ def run_distill(args) -> dict:
         if d.active:
             torch.distributed.barrier()
         cache = TopKCache(path, data.train, c.temperature)
-    need_live = c.hidden_weight > 0 or c.on_policy > 0 or cache is None
-    tr = Trainer(student, c, data, out, teacher=teacher.model if (need_live or True) else None,
-                 cache=cache, kept_layers=kept, tokenizer=teacher.tokenizer)
+    # the teacher stays loaded even with a cache: it scores held-out agreement
+    tr = Trainer(student, c, data, out, teacher=teacher.model, cache=cache, kept_layers=kept,
+                 tokenizer=teacher.tokenizer)
     if args.resume:
         if not tr.resume(args.resume if isinstance(args.resume, str) else None):
             raise NanoError(f"--resume: no checkpoint under {root}")
     res = tr.train()
+    _write_student(tr, out, teacher.tokenizer)       # every rank: gathers FSDP2 shards
     if tr.dist.main:
-        _write_student(tr, out, teacher.tokenizer)
         plot_curves(tr.history, os.path.join(out, "curves.png"),
                     f"{args.teacher} -> {args.student} ({c.loss}, T={c.temperature})")
     tr._barrier()
@@ -122,6 +122,9 @@ def run_distill(args) -> dict:
 def _write_student(tr, out: str, tokenizer):
     """The student's checkpoint files into `out`, each replaced atomically (the
     checkpoints/ folder beside them is left alone)."""
+    if not tr.dist.main:
+        tr.save_student(None, tokenizer)
+        return
     tmp = tempfile.mkdtemp(prefix=".tmp-student-", dir=out)
     try:
         tr.save_student(os.path.join(tmp, "s"), tokenizer)
