@@ -181,7 +181,7 @@ def memory_section(threads: int) -> list:
     for model, prof in (("nano-1", "low"), ("nano-2", "high"), ("nano-2", "low")):
         code = ("import sys,json; sys.path.insert(0,%r)\nfrom nano_runtime.engine import Engine, "
                 "resolve_nano\ntry:\n e=Engine(resolve_nano(%r, show_progress=False), threads=%d, "
-                "profile=%r)\n e.eval([1,2,3,4]); print(json.dumps({'ok':1,'plan':e.plan}))\n"
+                "profile=%r, tokenizer=False)\n e.eval([1,2,3,4]); print(json.dumps({'ok':1,'plan':e.plan}))\n"
                 "except Exception as x: print(json.dumps({'ok':0,'err':str(x)}))"
                 % (ROOT, model, threads, prof))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -204,10 +204,20 @@ def main():
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats for nano-1/nano-2")
     ap.add_argument("--big-decode-tokens", type=int, default=16)
+    ap.add_argument("--big-prompt-lens", default="128,512", help="prompt lengths for nano-1/nano-2")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     a = ap.parse_args()
     from nano_runtime.engine import resolve_nano
+    if a.memory_only:
+        md = ["## Memory", "", "| check | measured | bound / detail | goal |", "|---|---|---|---|"]
+        md += [f"| {a_} | {b_} | {c_} | {d_} |" for a_, b_, c_, d_ in memory_section(1)]
+        print("\n".join(md))
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "engine_memory.md"), "w") as f:
+            f.write("\n".join(md) + "\n")
+        return
     models = a.models.split(",")
     threads = [int(t) for t in a.threads.split(",")]
     nano_paths = {m: resolve_nano(m) for m in models}
@@ -224,7 +234,8 @@ def main():
                 if rep % 2:
                     order.reverse()               # alternate who goes first
                 for rt, _ in order:
-                    spec = {"threads": t, "prompt_lens": [128, 512], "n_decode": nd}
+                    lens = [int(x) for x in a.big_prompt_lens.split(",")] if m in big else [128, 512]
+                    spec = {"threads": t, "prompt_lens": lens, "n_decode": nd}
                     try:
                         r = (run_worker(dict(spec, path=nano_paths[m])) if rt == "nano"
                              else run_llama_worker(dict(spec, path=gguf_paths[m])))

@@ -205,7 +205,7 @@ class Engine:
 
     def __init__(self, path: str, *, threads: int = 0, n_ctx: int = 0, profile: Optional[str] = None,
                  memory_budget_mb: float = 0, kv: Optional[str] = None, n_batch: int = 64,
-                 precise: bool = False, prefault: bool = False):
+                 precise: bool = False, prefault: bool = False, tokenizer: bool = True):
         L = lib()
         self._lock = threading.RLock()
         self._model = None
@@ -243,7 +243,7 @@ class Engine:
             self.plan = {k: getattr(pl, k) for k, _ in _Plan._fields_}
             self.plan["kv_type"] = KV_NAMES.get(pl.kv_type, "?")
             self.n_ctx = pl.n_ctx
-            self.tokenizer = self._load_tokenizer()
+            self.tokenizer = self._load_tokenizer() if tokenizer else None
         except BaseException:
             self.close()
             raise

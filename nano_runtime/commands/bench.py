@@ -39,7 +39,7 @@ def measure_native(path: str, threads: int, prompt_lens=(128, 512), n_decode: in
     from ..engine import Engine, peak_rss_mb
     t0 = time.perf_counter()
     eng = Engine(path, threads=threads, n_ctx=n_ctx or max(max(prompt_lens) + n_decode + 8, 1024),
-                 profile=profile, precise=precise)
+                 profile=profile, precise=precise, tokenizer=False)
     load_s = time.perf_counter() - t0
     V = eng.vocab_size
     rng = np.random.RandomState(0)
