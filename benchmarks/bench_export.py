@@ -4,7 +4,8 @@ For each model (default: smollm2-135m-instruct gemma3-270m) this exports (or reu
 --artifacts DIR) the ExecuTorch .pte and the ONNX Runtime GenAI folder, then:
 
 1. Greedy agreement, 5 prompts x 32 tokens, each artifact against "the reference
-   running the same quantization":
+   running the same quantization" (see correctness() for how one reference forward
+   checks a whole greedy continuation):
      .pte  vs the quantized eager PteDecoder (same torchao 8da4w/8da8w/int8 weights,
            activations fake-quantized in PyTorch, int8 GEMMs in XNNPACK);
      onnx  vs the reference Transformer holding the folder's int4 weights (weight-only;
@@ -13,7 +14,8 @@ For each model (default: smollm2-135m-instruct gemma3-270m) this exports (or reu
    criterion that applies is teacher-forced top-1 agreement >= 95% (all 5 prompts,
    every position), and identical greedy tokens are reported alongside.
    The .pte is also run through ExecuTorch's own LLM runner (TextLLMRunner: its
-   tokenizer, prefill, sampler) and its text compared with the reference's.
+   tokenizer, prefill, sampler); its tokens' text is compared with the checked
+   continuation of the same program.
 2. File size, load time, prefill and decode tok/s at 1 and 2 threads, runtimes
    interleaved, --reps repetitions, medians.
 3. Perplexity on nano_runtime.data.english_text("eval"), ctx 512, --windows windows:
@@ -88,39 +90,55 @@ def prompt_ids(tok, text):
 
 
 def references(lm, arts, opts):
-    """The same-quantization references of both artifacts (built once per model)."""
+    """Full-sequence logits fns [T] -> [T, V] of the same-quantization references."""
     from nano_runtime.export.pte import build_quantized_decoder
-    ref_onnx = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len) if "onnx" in arts else None
-    ref_pte = R.RefStepper(build_quantized_decoder(lm.model, opts), start_pos_only=True) \
-        if "pte" in arts else None
-    return ref_pte, ref_onnx
+    refs = {}
+    if "onnx" in arts:
+        m = R.onnx_reference(lm, arts["onnx"], opts.max_seq_len).module
+        m.clear_cache()
+        refs["onnx"] = lambda ids: m(torch.tensor([ids]))[0].float().numpy()
+    if "pte" in arts:
+        q = build_quantized_decoder(lm.model, opts)
+        refs["pte"] = lambda ids: q.all_logits(torch.tensor([ids]))[0].float().numpy()
+    return refs
 
 
 def correctness(lm, arts, refs, n_tokens=32):
+    """Greedy continuations of each artifact checked against its reference.
+
+    The artifact generates greedily; one reference forward over prompt + continuation
+    gives the reference's next-token choice at every step given the same prefix. The
+    continuations are identical for the first k tokens exactly when the reference's
+    choices equal the artifact's tokens for the first k steps (the reference's own
+    greedy run would take the same prefix). Teacher-forced top-1 agreement compares
+    the argmax of both at every position of that sequence.
+    """
     tok = lm.tokenizer
     res = {}
-    ref_pte, ref_onnx = refs
     runs = []
     if "onnx" in arts:
         g = R.GenaiModel(arts["onnx"], threads=2)
-        runs.append(("onnx", g, ref_onnx))
+        runs.append(("onnx", g, lambda seq, n: g.all_logits(seq)[n - 1:-1]))
     if "pte" in arts:
-        runs.append(("pte", R.PteModule(arts["pte"], threads=2), ref_pte))
-    for kind, art, ref in runs:
+        pm = R.PteModule(arts["pte"], threads=2)
+        runs.append(("pte", pm, lambda seq, n: R.teacher_forced_logits(pm, seq, n)[:-1]))
+    greedy_ids = {}
+    for kind, art, tf in runs:
         rows = []
-        for p in PROMPTS:
-            ids = prompt_ids(tok, p)
-            ra = R.greedy(ref, ids, n_tokens)
-            aa = R.greedy(art, ids, n_tokens)
-            # teacher-forced on the reference continuation: top-1 agreement per position
-            seq = ids + ra
-            la = R.teacher_forced_logits(art, seq, len(ids))
-            lr = R.teacher_forced_logits(ref, seq, len(ids))
-            rows.append({"prompt": p, "prompt_tokens": len(ids),
-                         "identical_prefix": R.first_divergence(ra, aa),
-                         "top1": float((la.argmax(-1) == lr.argmax(-1)).mean()),
-                         "max_abs_logit_diff": float(np.abs(la - lr).max()),
-                         "ref_text": tok.decode(ra), "artifact_text": tok.decode(aa)})
+        with torch.no_grad():
+            for p in PROMPTS:
+                ids = prompt_ids(tok, p)
+                aa = R.greedy(art, ids, n_tokens)
+                seq = ids + aa
+                lr = refs[kind](seq)[len(ids) - 1:-1]          # [n_tokens, V]
+                la = tf(seq, len(ids))
+                rows.append({"prompt": p, "prompt_tokens": len(ids),
+                             "identical_prefix": R.first_divergence(
+                                 [int(t) for t in lr.argmax(-1)], aa),
+                             "top1": float((la.argmax(-1) == lr.argmax(-1)).mean()),
+                             "max_abs_logit_diff": float(np.abs(la - lr).max()),
+                             "artifact_text": tok.decode(aa)})
+                greedy_ids[(kind, p)] = aa
         res[kind] = rows
     if "onnx" in arts:
         # ORT GenAI's tokenizer never adds BOS (docs/ANDROID.md): compare the rest
@@ -129,26 +147,18 @@ def correctness(lm, arts, refs, n_tokens=32):
             for p in PROMPTS)
     if "pte" not in arts:
         return res
-    # ---- the .pte through ExecuTorch's own LLM runner (text in, text out)
+    # ---- the .pte through ExecuTorch's own LLM runner: its tokenizer, prefill, sampler
     runner, rows = None, []
     nb = 1 if tok.add_bos and tok.bos_id is not None else 0
-    for p, r in zip(PROMPTS, res["pte"]):
-        pieces, _, runner = R.pte_llm_generate(arts["pte"], p, n_tokens, threads=2,
-                                               num_bos=nb, runner=runner)
-        ra = R.greedy(ref_pte, prompt_ids(tok, p), n_tokens)
-        ref_pieces = [tok.decode([t]) for t in ra]
-        same = 0
-        for a, b in zip(pieces, ref_pieces):
-            if a != b:
-                break
-            same += 1
+    for p in PROMPTS:
+        pieces, st, runner = R.pte_llm_generate(arts["pte"], p, n_tokens, threads=2,
+                                                num_bos=nb, runner=runner)
+        want = [tok.decode([t]) for t in greedy_ids[("pte", p)]]
+        same = R.first_divergence(pieces, want)
         rows.append({"prompt": p, "runner_tokens": len(pieces), "identical_prefix": same,
-                     "runner_text": "".join(pieces)})
+                     "runner_text": "".join(pieces),
+                     "prompt_tokens_runner": st.num_prompt_tokens if st else None})
     res["pte_llm_runner"] = rows
-    # ---- ORT GenAI's tokenizer against ours
-    # ORT GenAI's tokenizer never adds BOS (docs/ANDROID.md): compare the rest
-    res["onnx_tokenizer_matches_after_bos"] = all(
-        [int(i) for i in g.tokenizer.encode(p)] == tok.encode(p, add_bos=False) for p in PROMPTS)
     return res
 
 
@@ -185,7 +195,6 @@ def speed(arts, tok, threads_list, reps, prompt_len=128, gen=64):
 
 def perplexities(lm, arts, refs, windows, ctx=512):
     tok = lm.tokenizer
-    ref_pte, ref_onnx = refs
     ids = tok.encode(english_text("eval"), add_bos=False)
     wins = ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:windows]
 
@@ -203,15 +212,10 @@ def perplexities(lm, arts, refs, windows, ctx=512):
     out = {}
     with torch.no_grad():
         out["reference_fp32"] = ppl(lambda w: lm.model(torch.tensor([w]))[0].float().numpy())
-        if ref_onnx is not None:
-            m = ref_onnx.module
-            seq = m.layers[0].attn.kv_cache.k.shape[2]
-            m.clear_cache()
-            out["reference_onnx_quant"] = ppl(lambda w: m(torch.tensor([w]))[0].float().numpy())
-            m.setup_cache(1, seq)
-        if ref_pte is not None:
-            out["reference_pte_quant"] = ppl(
-                lambda w: ref_pte.module.all_logits(torch.tensor([w]))[0].float().numpy())
+        if "onnx" in refs:
+            out["reference_onnx_quant"] = ppl(refs["onnx"])
+        if "pte" in refs:
+            out["reference_pte_quant"] = ppl(refs["pte"])
     if "onnx" in arts:
         g = R.GenaiModel(arts["onnx"], threads=2)
         out["onnx_genai"] = ppl(g.all_logits)
