@@ -157,6 +157,7 @@ def correctness(lm, arts, refs, n_tokens=32):
         same = R.first_divergence(pieces, want)
         rows.append({"prompt": p, "runner_tokens": len(pieces), "identical_prefix": same,
                      "runner_text": "".join(pieces),
+                     "same_text": "".join(pieces) == tok.decode(greedy_ids[("pte", p)]),
                      "prompt_tokens_runner": st.num_prompt_tokens if st else None})
     res["pte_llm_runner"] = rows
     return res
