@@ -31,6 +31,7 @@ from .sources import open_source
 
 METHODS = ("rtn", "gptq", "awq", "awq-gptq", "gguf-exact")
 CALIBRATED = ("gptq", "awq", "awq-gptq")
+AWQ_TOKENS = 512  # calibration tokens sampled for the AWQ scale search (its cost is linear in it)
 
 
 def peak_rss_mb() -> float:
@@ -203,7 +204,7 @@ class _LayerQuantizer:
         # 1. q, k, v on attn_norm(x)
         a = blk.attn
         if awq:
-            s = search_scales(_sample_rows(blk.attn_norm(x), 2048), [a.wq.weight, a.wk.weight,
+            s = search_scales(_sample_rows(blk.attn_norm(x), AWQ_TOKENS), [a.wq.weight, a.wk.weight,
                               a.wv.weight], self.g, self.sym)
             _fold_norm_scale(blk.attn_norm, s, uo)
             for lin in (a.wq, a.wk, a.wv):
@@ -227,12 +228,12 @@ class _LayerQuantizer:
         act_fn = (lambda t: torch.nn.functional.gelu(t, approximate="tanh")) if m.gelu \
             else torch.nn.functional.silu
         if awq:
-            s = search_scales(_sample_rows(blk.mlp_norm(x2), 2048), [m.w_gate.weight,
+            s = search_scales(_sample_rows(blk.mlp_norm(x2), AWQ_TOKENS), [m.w_gate.weight,
                               m.w_up.weight], self.g, self.sym)
             _fold_norm_scale(blk.mlp_norm, s, uo)
             m.w_gate.weight.data *= s
             m.w_up.weight.data *= s
-            xs = _sample_rows(blk.mlp_norm(x2), 2048)
+            xs = _sample_rows(blk.mlp_norm(x2), AWQ_TOKENS)
             act = act_fn(m.w_gate(xs)) * m.w_up(xs)
             s = search_scales(act, [m.w_down.weight], self.g, self.sym)
             m.w_up.weight.data /= s[:, None]
