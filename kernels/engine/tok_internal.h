@@ -63,6 +63,7 @@ enum { TOK_ATTR_NORMAL = 0, TOK_ATTR_CONTROL = 1, TOK_ATTR_USER = 2, TOK_ATTR_BY
        TOK_ATTR_NONE = 4 /* id not used by the vocabulary */ };
 
 typedef struct { uint64_t key; int32_t rank, id; } tok_merge; /* key = a << 32 | b */
+typedef struct { uint32_t hash; int32_t id1; } tok_slot;      /* the hash saves string reads */
 
 typedef struct {            /* added-token trie node */
     int32_t child, sibling; /* first child / next sibling, -1 = none */
@@ -85,7 +86,7 @@ struct nano_tokenizer {
     uint32_t *piece_off, *piece_len; /* [n_vocab]                  */
     uint8_t *attr;              /* [n_vocab] TOK_ATTR_*             */
 
-    int32_t *vocab_tab;         /* [vocab_cap] id+1, 0 = empty: token text -> id */
+    tok_slot *vocab_tab;        /* [vocab_cap] token text -> id (id+1, 0 = empty) */
     uint32_t vocab_cap;
     tok_merge *merge_tab;       /* [merge_cap] key 0 = empty (ids +1 inside the key) */
     uint32_t merge_cap;

@@ -33,12 +33,13 @@ static uint32_t pow2_at_least(uint64_t n) {
 }
 
 int32_t tok_lookup(const nano_tokenizer *t, const char *s, size_t n) {
-    uint32_t m = t->vocab_cap - 1, i = hash_bytes(s, n) & m;
+    uint32_t h = hash_bytes(s, n), m = t->vocab_cap - 1, i = h & m;
     for (;; i = (i + 1) & m) {
-        int32_t e = t->vocab_tab[i];
-        if (!e) return -1;
-        int32_t id = e - 1;
-        if (t->str_len[id] == n && memcmp(t->str + t->str_off[id], s, n) == 0) return id;
+        const tok_slot *e = &t->vocab_tab[i];
+        if (!e->id1) return -1;
+        int32_t id = e->id1 - 1;
+        if (e->hash == h && t->str_len[id] == n && memcmp(t->str + t->str_off[id], s, n) == 0)
+            return id;
     }
 }
 
@@ -448,19 +449,21 @@ static int build(nano_tokenizer *t, parse_state *ps) {
             is_byte_token(s, t->str_len[id]))
             t->attr[id] = TOK_ATTR_BYTE;
         /* later ids win for duplicate texts, as a JSON-built HashMap would */
-        uint32_t m = t->vocab_cap - 1, h = hash_bytes(s, t->str_len[id]) & m;
+        uint32_t hv = hash_bytes(s, t->str_len[id]), m = t->vocab_cap - 1, h = hv & m;
         for (;; h = (h + 1) & m) {
-            int32_t e = t->vocab_tab[h];
-            if (!e) { t->vocab_tab[h] = id + 1; break; }
-            if (t->str_len[e - 1] == t->str_len[id] && !memcmp(t->str + t->str_off[e - 1], s, t->str_len[id])) {
-                t->vocab_tab[h] = id + 1;
+            tok_slot *e = &t->vocab_tab[h];
+            if (!e->id1) { *e = (tok_slot){hv, id + 1}; break; }
+            if (e->hash == hv && t->str_len[e->id1 - 1] == t->str_len[id] &&
+                !memcmp(t->str + t->str_off[e->id1 - 1], s, t->str_len[id])) {
+                e->id1 = id + 1;
                 break;
             }
         }
     }
 
     /* merges: (a, b) -> (rank, id of a+b); a later duplicate replaces an earlier one */
-    t->merge_cap = ps->n_merges ? pow2_at_least((uint64_t)ps->n_merges * 2) : 0;
+    /* load factor <= 0.75 (16 MB for Gemma's 515k merges) */
+    t->merge_cap = ps->n_merges ? pow2_at_least((uint64_t)ps->n_merges * 4 / 3 + 1) : 0;
     if (t->merge_cap && !(t->merge_tab = calloc(t->merge_cap, sizeof *t->merge_tab))) goto oom;
     char small[512];
     for (size_t r = 0; r < ps->n_merges; r++) {
