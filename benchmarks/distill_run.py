@@ -172,13 +172,11 @@ def export(a):
     q = cli("quantize", fp, "-o", nano, "--method", a.quant_method, "--json")
     tq = time.perf_counter() - t0
     win = ["--ctx", str(a.seq_len), "--max-windows", str(a.held_seqs), "--json"]
-    res = {"quantize": json.loads(q.strip().splitlines()[-1]), "quantize_seconds": tq,
-           "fp": json.loads(cli("eval", "ppl", fp, "--text", text, *win)),
-           "nano_torch": json.loads(cli("eval", "ppl", nano, "--text", text, *win))}
-    try:
-        res["nano_native"] = json.loads(cli("eval", "ppl", nano, "--text", text, "--backend", "native", *win))
-    except SystemExit as e:
-        res["nano_native"] = {"error": str(e)}
+    res = {"student": src, "quantize": json.loads(q.strip().splitlines()[-1]), "quantize_seconds": tq,
+           "fp": json.loads(cli("eval", "ppl", fp, "--text", text, *win))}
+    res["nano_native"] = json.loads(cli("eval", "ppl", nano, "--text", text, "--backend", "native", *win))
+    res["generate_native"] = json.loads(cli("generate", nano, "--prompt", "The for statement",
+                                            "--max-tokens", "24", "--backend", "native", "--json"))
     res["nano_bytes"] = os.path.getsize(nano)
     with open(os.path.join(RESULTS, f"distill_export_{a.arm}.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -198,33 +196,57 @@ def _at(ev, key, value):
     return rows[-1] if rows else None
 
 
-def report():
+def _from_log(a, arm):
+    """An arm's eval rows from its log when it did not finish (no wall-clock figures)."""
+    import re
+    text = open(os.path.join(a.work, f"{arm}.log"), errors="replace").read().replace("\r", "\n")
+    rows = [[int(m.group(1)), int(m.group(1)) * a.batch * (a.seq_len - 1), float("nan"),
+             float(m.group(2)), float(m.group(3))]
+            for m in re.finditer(r"step (\d+): held-out ppl ([\d.]+), agreement ([\d.]+)", text)]
+    return {"arm": arm, "cache_seconds": 0.0, "history": {"train": [], "eval": rows},
+            "threads": a.threads, "settings": vars(a), "partial": True,
+            "prep": json.load(open(os.path.join(a.work, "prep.json")))}
+
+
+def report(a):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    kd, ce, cew = (json.load(open(os.path.join(RESULTS, f"distill_{n}.json")))
-                   for n in ("kd", "ce", "cew"))
+
+    def load(n):
+        p = os.path.join(RESULTS, f"distill_{n}.json")
+        return json.load(open(p)) if os.path.exists(p) else _from_log(a, n)
+    kd, ce, cew = (load(n) for n in ("kd", "ce", "cew"))
     pre = kd["prep"]
     tppl = pre["teacher_ppl"]
     kd_last = kd["history"]["eval"][-1]
     kd_wall = kd_last[2] + kd["cache_seconds"]
     ce_tok = _at(ce["history"]["eval"], 1, kd_last[1])
-    ce_wall = _at(cew["history"]["eval"], 2, kd_wall)
+    if ce_tok[1] < kd_last[1]:        # KD ran further than CE: compare where both evaluated
+        kd_last = _at(kd["history"]["eval"], 1, ce_tok[1])
+    ce_wall = _at(cew["history"]["eval"], 2, kd_wall) if kd_wall == kd_wall else None
+    partial = [d["arm"] for d in (kd, ce, cew) if d.get("partial")]
     rows = [("teacher SmolLM2-135M-Instruct", tppl, None, None, None, None),
             ("pruned student, untrained", pre["pruned_ppl"], pre["pruned_agreement"], 0, 0, 0),
             ("pruned + KD (forward KL)", kd_last[3], kd_last[4], kd_last[1], kd_wall, kd_last[0]),
             ("pruned + CE, same tokens", *(ce_tok[3], ce_tok[4], ce_tok[1], ce_tok[2], ce_tok[0])),
-            ("pruned + CE, same wall-clock", *(ce_wall[3], ce_wall[4], ce_wall[1], ce_wall[2], ce_wall[0]))]
+            ("pruned + CE, same wall-clock", *(ce_wall[3], ce_wall[4], ce_wall[1], ce_wall[2], ce_wall[0]))
+            if ce_wall else None,
+            ("pruned + CE, longest run (" + ("partial" if cew.get("partial") else "end") + ")",
+             *(cew["history"]["eval"][-1][i] for i in (3, 4, 1, 2, 0)))]
     lines = [f"Student `{pre['spec']}`: {pre['nonembed_params'] / 1e6:.2f}M non-embedding parameters "
              f"= {pre['ratio'] * 100:.1f}% of the teacher's {pre['teacher_nonembed'] / 1e6:.2f}M. "
              f"Held-out: {pre['held_tokens']} tokens of the eval split (windows of "
              f"{kd['settings']['seq_len']}); {kd['threads']} thread per arm, the three arms side by side.",
              "", "| model | held-out ppl | x teacher | top-1 agreement | train tokens | train wall s | steps |",
              "|---|---|---|---|---|---|---|"]
-    for name, p, ag, toks, wall, st in rows:
+    for name, p, ag, toks, wall, st in filter(None, rows):
         lines.append(f"| {name} | {p:.2f} | {p / tppl:.2f} | {'-' if ag is None else f'{ag:.3f}'} | "
-                     f"{'-' if toks is None else toks} | {'-' if wall is None else f'{wall:.0f}'} | "
+                     f"{'-' if toks is None else toks} | {'-' if wall is None or wall != wall else f'{wall:.0f}'} | "
                      f"{'-' if st is None else st} |")
+    if partial:
+        lines += ["", f"Arms stopped before their end (figures from their logs, no wall clock): "
+                  f"{', '.join(partial)}."]
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(RESULTS, "distill.md"), "w") as f:
@@ -279,7 +301,7 @@ def main():
     elif a.arm:
         run_arm(a)
     elif a.report:
-        report()
+        report(a)
     else:
         p.error("give --prep, --arm kd|ce|cew or --report")
 
