@@ -412,6 +412,9 @@ class Engine:
 
     def encode_prompt(self, prompt: str, chat: bool = False, system: Optional[str] = None) -> list:
         tok = self._tok()
+        check_utf8(prompt, "the prompt")
+        if system is not None:
+            check_utf8(system, "the system message")
         if chat:
             msgs = ([{"role": "system", "content": system}] if system else []) + \
                    [{"role": "user", "content": prompt}]
@@ -515,6 +518,16 @@ class Engine:
         return d
 
 
+def check_utf8(text: str, what: str):
+    """Text from argv/stdin with undecodable bytes holds lone surrogates: refuse it clearly."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start].encode("utf-8", "surrogateescape")
+        raise NanoError(f"{what} is not valid UTF-8 (byte 0x{bad.hex()} at character "
+                        f"{e.start})") from None
+
+
 class _TextStream:
     """Incremental detokenizer: emits whole characters, cuts at stop strings."""
 
@@ -569,6 +582,7 @@ class ChatSession:
         """Yield the reply's text pieces; the reply joins the history (also when interrupted)."""
         eng = self.engine
         tok = eng._tok()
+        check_utf8(user, "the message")
         ids = tok.encode_chat(self._messages(user))
         have = eng.tokens()
         n = 0
