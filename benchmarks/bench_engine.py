@@ -33,8 +33,6 @@ CACHE = os.environ.get("NANO_CACHE") or os.path.expanduser("~/.cache/nano_runtim
 # ----------------------------------------------------------------------------- llama.cpp
 def measure_llama(path: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64,
                   n_ctx: int = 0) -> dict:
-    import resource
-
     import llama_cpp
     import numpy as np
     t0 = time.perf_counter()
@@ -61,7 +59,8 @@ def measure_llama(path: str, threads: int, prompt_lens=(128, 512), n_decode: int
         llm.eval([tok])
         tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
     out["decode_tok_s"] = n_decode / (time.perf_counter() - t)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from nano_runtime.engine import peak_rss_mb
+    out["peak_rss_mb"] = peak_rss_mb()
     out["file_mb"] = os.path.getsize(path) / 2**20
     return out
 

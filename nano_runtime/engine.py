@@ -613,6 +613,15 @@ class ChatSession:
 
 
 def peak_rss_mb() -> float:
+    """Peak RSS of this process in MB: VmHWM (per address space; getrusage's ru_maxrss
+    survives execve, so a child of a big process would report its parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -458,8 +458,18 @@ NANO_API int nano_context_get_stats(const nano_context *ctx, nano_stats *s) {
     s->kv_bytes = ctx->kv_bytes;
     s->scratch_bytes = ctx->scratch_bytes;
     s->weights_bytes = (int64_t)ctx->model->map_bytes;
+    /* VmHWM is per address space; getrusage's ru_maxrss survives execve */
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) s->peak_rss_bytes = kb * 1024;
+        fclose(f);
+    }
     struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) == 0) s->peak_rss_bytes = (int64_t)ru.ru_maxrss * 1024;
+    if (!s->peak_rss_bytes && getrusage(RUSAGE_SELF, &ru) == 0)
+        s->peak_rss_bytes = (int64_t)ru.ru_maxrss * 1024;
     s->n_threads = ctx->n_threads;
     s->n_ctx = ctx->n_ctx;
     s->n_past = ctx->n_past;
