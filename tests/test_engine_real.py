@@ -23,7 +23,7 @@ def real(request):
 
 def test_real_model_matches_reference(real):
     name, path, ref, tok = real
-    ids = tok.encode(english_text("eval"))[:600 if name == "gemma3-270m" else 200]
+    ids = tok.encode(english_text("eval"))[:530 if name == "gemma3-270m" else 200]
     with torch.no_grad():
         want = ref(torch.tensor([ids]))[0].float().numpy()
     scale = np.abs(want).max()
@@ -31,7 +31,7 @@ def test_real_model_matches_reference(real):
         got = eng.logits_of(ids)
         assert np.abs(got - want).max() <= 5e-3 * scale
         assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.98
-        prompt = ids[:560] if name == "gemma3-270m" else \
+        prompt = ids[:520] if name == "gemma3-270m" else \
             tok.encode_chat([{"role": "user", "content": "Give me three tips for staying healthy."}])
-        got_ids, mism, scale = greedy_agreement(ref, eng, prompt, 24)
+        got_ids, mism, scale = greedy_agreement(ref, eng, prompt, 16)
         assert all(m <= 5e-3 * scale for _, m in mism), mism
