@@ -287,6 +287,8 @@ def main():
     ap.add_argument("--artifacts", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                          "nano_runtime", "export-bench"))
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite export_bench.md/.png from export_bench.json")
     ap.add_argument("--no-export", action="store_true",
                     help="measure only the artifacts already in --artifacts")
     ap.add_argument("--windows", type=int, default=3)
@@ -301,7 +303,7 @@ def main():
     if os.path.exists(out_json):
         with open(out_json) as f:
             all_res = json.load(f).get("models", {})
-    for name in args.models:
+    for name in ([] if args.report_only else args.models):
         lm = load_model(name)
         arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name, args.no_export)
         r = {"export_s": export_s,
