@@ -39,26 +39,32 @@ struct nano_pool {
     pthread_t *threads;
     struct worker_arg *args;
     atomic_uint gen;          /* bumped once per job: wakes the workers           */
-    atomic_ullong claim;      /* (gen << 32) | next unclaimed chunk                */
+    atomic_ullong claim;      /* generation | chunk count | next chunk (see CLAIM)  */
     atomic_int done;          /* chunks finished in the current job               */
     atomic_int sleepers;
     atomic_int stop;
     nano_pool_fn fn;
     void *arg;
-    int n_chunks;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
-/* claim and run chunks of job `g` until none are left or the job changed */
-static void work_on(nano_pool *pool, unsigned g, nano_pool_fn fn, void *arg, int n) {
+/* The claim word holds everything a thread needs to decide whether a chunk is left:
+ * bits 40..63 generation (low 24 bits), 20..39 chunk count, 0..19 next chunk. fn/arg
+ * are read only after a chunk of generation g was claimed: job g cannot finish (and
+ * the caller cannot publish the next job) before that chunk is done. */
+#define CLAIM(g, n, next) (((unsigned long long)((g) & 0xFFFFFFu) << 40) | \
+                           ((unsigned long long)(n) << 20) | (unsigned long long)(next))
+
+static void work_on(nano_pool *pool, unsigned g) {
     for (;;) {
         unsigned long long c = atomic_load_explicit(&pool->claim, memory_order_acquire);
-        if ((unsigned)(c >> 32) != g || (int)(c & 0xFFFFFFFFu) >= n) return;
+        const int n = (int)((c >> 20) & 0xFFFFFu), next = (int)(c & 0xFFFFFu);
+        if ((unsigned)(c >> 40) != (g & 0xFFFFFFu) || next >= n) return;
         if (!atomic_compare_exchange_weak_explicit(&pool->claim, &c, c + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue;
-        fn(arg, (int)(c & 0xFFFFFFFFu), n);
+        pool->fn(pool->arg, next, n);
         atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
     }
 }
@@ -83,10 +89,7 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) break;
         seen = g;
-        /* fn/arg/n_chunks were written before gen was bumped; they stay valid while
-         * any chunk of job g is unfinished, and work_on only runs a chunk it claimed
-         * under generation g. */
-        work_on(pool, g, pool->fn, pool->arg, pool->n_chunks);
+        work_on(pool, g);
     }
     return NULL;
 }
@@ -147,23 +150,23 @@ NANO_API int nano_pool_size(const nano_pool *pool) { return pool ? pool->n : 1; 
 int nano_pool_run_chunks(nano_pool *pool, nano_pool_fn fn, void *arg, int n_chunks) {
     if (!fn) return NANO_K_ERR_NULL;
     if (n_chunks <= 0) return NANO_K_OK;
+    if (n_chunks > 0xFFFFF) return NANO_K_ERR_SHAPE;
     if (!pool || pool->n == 1 || n_chunks == 1) {
         for (int c = 0; c < n_chunks; c++) fn(arg, c, n_chunks);
         return NANO_K_OK;
     }
     pool->fn = fn;
     pool->arg = arg;
-    pool->n_chunks = n_chunks;
     atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
     const unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
-    atomic_store(&pool->claim, (unsigned long long)g << 32);
+    atomic_store(&pool->claim, CLAIM(g, n_chunks, 0)); /* releases fn/arg */
     atomic_store(&pool->gen, g); /* seq_cst: pairs with the sleepers check below */
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->mu);
         pthread_cond_broadcast(&pool->cv);
         pthread_mutex_unlock(&pool->mu);
     }
-    work_on(pool, g, fn, arg, n_chunks);
+    work_on(pool, g);
     for (long i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n_chunks; i++) {
         if (i < NANO_POOL_SPIN) CPU_RELAX();
         else sched_yield();
