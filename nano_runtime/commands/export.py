@@ -21,7 +21,21 @@ def add_arguments(p):
                    help="4-bit weight group (block) size: 32, 64 or 128 (default 32)")
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args):
+    """Export; SIGTERM (like Ctrl-C) unwinds through the temp-directory cleanup."""
+    import signal
+    old = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run(args):
     import os
     from ..export.metadata import DEFAULT_MAX_SEQ_LEN, ExportOptions
     from ..loader import load_model
