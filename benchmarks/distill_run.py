@@ -173,7 +173,7 @@ def export(a):
     tq = time.perf_counter() - t0
     win = ["--ctx", str(a.seq_len), "--max-windows", str(a.held_seqs), "--json"]
     res = {"student": src, "quantize": json.loads(q.strip().splitlines()[-1]), "quantize_seconds": tq,
-           "fp": json.loads(cli("eval", "ppl", fp, "--text", text, *win))}
+           "fp": json.loads(cli("eval", "ppl", fp, "--text", text, "--backend", "torch", *win))}
     res["nano_native"] = json.loads(cli("eval", "ppl", nano, "--text", text, "--backend", "native", *win))
     res["generate_native"] = json.loads(cli("generate", nano, "--prompt", "The for statement",
                                             "--max-tokens", "24", "--backend", "native", "--json"))
