@@ -14,7 +14,8 @@ from ..errors import NanoError
 
 # Quantization recipes of the artifacts (named once, shown in reports and tests).
 PTE_SCHEME = "8da4w-g32 linears (XNNPACK), int8 per-channel embedding, 8da8w head"
-ONNX_SCHEME = "int4 MatMulNBits block 32 (symmetric, accuracy_level 4), fp32 embedding"
+ONNX_SCHEME = ("int4 MatMulNBits block 32 (symmetric, accuracy_level 4 = int8 activations); "
+               "tied embedding shares the int4 head (GatherBlockQuantized)")
 GROUP_SIZE = 32
 DEFAULT_MAX_SEQ_LEN = 1024
 
