@@ -311,7 +311,13 @@ def main():
         if any(k.startswith(key + "|") for k in results):
             out.append(fmt_table(results, key))
     md = (f"Perplexity at ctx {a.ctx} on held-out English text (first {a.windows} windows of "
-          "nano_runtime.data eval split); calibration: the disjoint calib split.\n\n"
+          "nano_runtime.data's eval split, scored like `nano eval ppl`); GPTQ/AWQ calibrate on "
+          f"{a.calib_seqs} x 512 tokens of the disjoint calib split. Every row: the same fp32 "
+          "reference model with the row's dequantized weights. bpw counts fp16 scales/mins; "
+          "'linear' = the transformer's linear layers, 'file' = every parameter (the nano rows "
+          "keep embeddings/tied head in Q8, as llama.cpp's rows keep token_embd in Q8_0). The "
+          "gguf-exact row has bit-identical weights to the fp reference (checked tensor by "
+          "tensor), so its perplexity is the fp one.\n\n"
           + "\n\n".join(out) + "\n")
     print(md)
     with open(os.path.join(RESULTS, "quant_quality.md"), "w") as f:
