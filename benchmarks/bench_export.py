@@ -235,7 +235,7 @@ def markdown(all_res):
              "| model | artifact | identical greedy tokens per prompt | all 32 identical | "
              "teacher-forced top-1 | max abs logit diff |", "|---|---|---|---|---|---|"]
     for name, r in all_res.items():
-        c = r["correctness"]
+        c = r.get("correctness", {})
         for kind in [k for k in ("pte", "onnx") if k in c]:
             rows = c[kind]
             pref = [x["identical_prefix"] for x in rows]
@@ -254,7 +254,7 @@ def markdown(all_res):
               "| model | artifact | size MiB | threads | load s | prefill tok/s | decode tok/s |",
               "|---|---|---|---|---|---|---|"]
     for name, r in all_res.items():
-        for key, s in r["speed"].items():
+        for key, s in r.get("speed", {}).items():
             if key.startswith("_"):
                 continue
             kind, th = key.split("@")
@@ -263,7 +263,7 @@ def markdown(all_res):
     lines += ["", "## Perplexity (english_text('eval'), ctx 512, first windows)", "",
               "| model | runtime | ppl | tokens |", "|---|---|---|---|"]
     for name, r in all_res.items():
-        for k, v in r["ppl"].items():
+        for k, v in r.get("ppl", {}).items():
             lines.append(f"| {name} | {k} | {v['ppl']:.3f} | {v['tokens']} |")
     return "\n".join(lines) + "\n"
 
@@ -276,7 +276,7 @@ def plot(all_res, path):
     for ax, metric in zip(axes, ("prefill_tok_s", "decode_tok_s")):
         labels, vals = [], []
         for name, r in all_res.items():
-            for key, s in r["speed"].items():
+            for key, s in r.get("speed", {}).items():
                 if key.startswith("_"):
                     continue
                 labels.append(f"{name.split('-')[0]}\n{key}")
@@ -313,29 +313,28 @@ def main():
     for name in ([] if args.report_only else args.models):
         lm = load_model(name)
         arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name, args.no_export)
-        r = {"export_s": export_s,
-             "size_bytes": {k: artifact_bytes(d, k) for k, d in arts.items()},
-             "folder_bytes": {k: dir_bytes(d) for k, d in arts.items()}}
+        r = all_res.setdefault(name, {})    # merged: a later run may add the other artifact
+        r.setdefault("export_s", {}).update(export_s)
+        r.setdefault("size_bytes", {}).update({k: artifact_bytes(d, k) for k, d in arts.items()})
+        r.setdefault("folder_bytes", {}).update({k: dir_bytes(d) for k, d in arts.items()})
+
+        def save():   # after every stage, so an interrupted run keeps what it measured
+            with open(out_json, "w") as f:
+                json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},
+                           "max_seq_len": args.max_seq_len, "models": all_res}, f, indent=1)
         print(f"[{name}] references", file=sys.stderr)
         refs = references(lm, arts, opts)
         print(f"[{name}] correctness", file=sys.stderr)
-        r["correctness"] = correctness(lm, arts, refs)
+        r.setdefault("correctness", {}).update(correctness(lm, arts, refs))
+        save()
         print(f"[{name}] speed", file=sys.stderr)
-        r["speed"] = speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")],
-                           args.reps)
+        r.setdefault("speed", {}).update(
+            speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")], args.reps))
+        save()
         print(f"[{name}] perplexity", file=sys.stderr)
-        r["ppl"] = perplexities(lm, arts, refs, args.windows, args.ctx)
+        r.setdefault("ppl", {}).update(perplexities(lm, arts, refs, args.windows, args.ctx))
+        save()
         del refs
-        old = all_res.get(name, {})       # merge: a later run may add the other artifact
-        for k, v in r.items():
-            if isinstance(v, dict) and isinstance(old.get(k), dict):
-                old[k].update(v)
-            else:
-                old[k] = v
-        all_res[name] = old
-        with open(out_json, "w") as f:
-            json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},
-                       "max_seq_len": args.max_seq_len, "models": all_res}, f, indent=1)
     md = markdown(all_res)
     with open(os.path.join(RESULTS, "export_bench.md"), "w") as f:
         f.write(md)
