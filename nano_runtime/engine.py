@@ -739,7 +739,7 @@ def write_rtn_nano(spec: str, out: str, group_size: int = 32, seed: int = 0):
 
 
 # ===================================================================== CLI entry points
-def add_native_args(p, ctx_option: bool = True):
+def add_native_args(p, ctx_option: bool = True, precise_default: bool = False):
     """Options of the native engine shared by generate / chat / eval / bench."""
     p.add_argument("--profile", choices=["low", "high"], default=None,
                    help="device memory profile: low = 1.5 GB budget (4 GB phone), "
@@ -751,8 +751,13 @@ def add_native_args(p, ctx_option: bool = True):
                        help="context length in tokens (0 = the model's, lowered to fit the budget)")
     p.add_argument("--kv", choices=["auto", "f16", "i8"], default="auto",
                    help="KV cache precision (auto: the planner picks)")
-    p.add_argument("--precise", action="store_true",
-                   help="fp32 activations into the matmuls (slower; closest to the reference)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--precise", dest="precise", action="store_true", default=precise_default,
+                   help="fp32 activations into the matmuls (slower prefill; closest to the "
+                        "reference)" + (" (default)" if precise_default else ""))
+    g.add_argument("--fast", dest="precise", action="store_false",
+                   help="int8 activations into the matmuls (faster prefill; can flip near-tied "
+                        "tokens)" + ("" if precise_default else " (default)"))
 
 
 def check_native_threads(n: int):

@@ -22,7 +22,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     add_backend_args(p, default="native")
     from ..engine import add_native_args
-    add_native_args(p)
+    add_native_args(p, precise_default=True)  # chat: answers as the reference gives them
 
 
 def run(args):
