@@ -1,16 +1,27 @@
-"""Native engine vs llama.cpp (llama-cpp-python): prefill, decode, TTFT, peak RSS; memory.
+"""Native engine vs llama.cpp, ExecuTorch and ONNX Runtime GenAI: load, prefill, decode, TTFT,
+peak RSS, file size and perplexity; memory checks.
 
     python benchmarks/bench_engine.py [--models smollm2-135m-instruct,gemma3-270m,nano-1,nano-2]
-        [--threads 1,2] [--repeats 3] [--decode-tokens 64] [--out benchmarks/results]
+        [--threads 1,2] [--repeats 3] [--peers native,llama,et,ort] [--artifacts DIR]
+        [--decode-tokens 64] [--ppl-windows 3] [--out benchmarks/results]
 
-Every measurement runs in a fresh process (clean peak RSS); runtimes, models and thread
-counts are interleaved inside each repeat; medians and best are reported. Models:
-the real GGUFs for SmolLM2-135M (Q4_1) and Gemma 3 270M (Q4_K_M) on llama.cpp, their exact
-.nano conversions on the engine; nano-1 / nano-2 with random weights: RTN int4 g32 .nano on
-the engine, a Q4_0 GGUF (random blocks, Q8_0 embeddings, written with the gguf package)
-on llama.cpp. Peers from other engineers (ExecuTorch, ORT GenAI) plug in through PEERS.
-Also: the memory section (nano-1 decoding at 2,048 context vs file + KV + 100 MB; the
-low/high profiles). Writes engine.md, engine.json and engine.png to --out.
+Every measurement runs in a fresh process (clean peak RSS); runtimes (rotated: each goes
+first in turn), models and thread counts are interleaved inside each repeat; medians and
+best are reported. Runtimes (--peers):
+  native  our engine on the .nano (exact conversions of the real GGUFs; RTN int4 g32 with
+          random weights for nano-1 / nano-2);
+  llama   llama.cpp (llama-cpp-python) on the real GGUFs (SmolLM2-135M Q4_1, Gemma 3 270M
+          Q4_K_M) and on Q4_0 GGUFs with random blocks for nano-1 / nano-2 (gguf package);
+  et      ExecuTorch: the 8da4w-g32 XNNPACK .pte in --artifacts/{model}-pte, driven as its
+          LLM runner does (dynamic-shape prefill in one forward, then one token per call);
+  ort     ONNX Runtime GenAI: the int4 folder --artifacts/{model}-onnx.
+et / ort run on the two real models only. The perplexity section (--ppl-windows, once per
+runtime, not per thread count) scores english_text("eval") at ctx 512 on the same windows:
+`nano eval ppl --backend native`, llama.cpp with logits_all on its GGUF, the .pte and the
+ONNX folder (bench_export.perplexities), plus the fp32 reference. Then the memory section
+(nano-1 decoding at 2,048 context vs file + KV + 100 MB; the low/high profiles).
+engine.json and engine.md are rewritten after every measurement (a killed run keeps what
+it had; --report-only redraws from engine.json); engine.png at the end.
 """
 from __future__ import annotations
 
@@ -153,16 +164,245 @@ def gguf_for(model: str) -> str:
     return out
 
 
+# ----------------------------------------------------------------------------- peers
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _random_prompts(V: int, prompt_lens) -> dict:
+    import numpy as np
+    rng = np.random.RandomState(0)           # the same ids as measure_native / measure_llama
+    return {n: [int(x) for x in rng.randint(10, min(V, 30000), n)] for n in prompt_lens}
+
+
+def measure_et(folder: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64) -> dict:
+    """The .pte through ExecuTorch's runtime, the way its LLM runner drives it.
+
+    The export has enable_dynamic_shape and get_max_seq_len 1024, so the runner's
+    prefiller feeds the whole prompt to forward(tokens [1, T], input_pos [1]) in one call
+    (chunks of max_seq_len otherwise); decode is forward() with one token. Threads: the
+    XNNPACK/extension threadpool, reset with portable_lib._unsafe_reset_threadpool.
+    """
+    import numpy as np
+    from executorch.extension.pybindings import portable_lib
+
+    from nano_runtime.engine import peak_rss_mb
+    from nano_runtime.export import runtimes as R
+    t0 = time.perf_counter()
+    m = R.PteModule(folder, threads=threads)
+    out = {"load_s": time.perf_counter() - t0, "threads": threads,
+           "pool_threads": int(portable_lib._threadpool_get_thread_count())}
+    ctx = int(m.meta.get("get_max_context_len", 0))
+    if max(prompt_lens) + n_decode + 1 > ctx:
+        raise RuntimeError(f"{folder}: context {ctx} < {max(prompt_lens)} + {n_decode} tokens")
+    ids = _random_prompts(int(m.meta["get_vocab_size"]), prompt_lens)
+    m.step(ids[prompt_lens[0]][:8], 0)                  # warm-up (page in, spin up threads)
+    for n in prompt_lens:
+        t = time.perf_counter()
+        m.step(ids[n], 0)                               # one forward: the runner's prefill
+        out[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    tok = int(np.argmax(m.step(ids[prompt_lens[0]], 0)))
+    out["ttft_s"] = time.perf_counter() - t
+    pos = prompt_lens[0]
+    t = time.perf_counter()
+    for _ in range(n_decode):
+        tok = int(np.argmax(m.step([tok], pos)))
+        pos += 1
+    out["decode_tok_s"] = n_decode / (time.perf_counter() - t)
+    out["os_threads"] = _os_threads()
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["file_mb"] = os.path.getsize(os.path.join(folder, "model.pte")) / 2**20
+    return out
+
+
+def measure_ort(folder: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64) -> dict:
+    """The ONNX Runtime GenAI folder: one Generator per sequence, append_tokens() for the
+    prefill (one session run over the prompt) and for each decoded token; greedy argmax
+    on get_logits() as for the other runtimes. Threads: the decoder session's
+    intra_op_num_threads, set through an in-memory og.Config overlay (the artifact's
+    genai_config.json is not touched). Prefill times exclude creating the Generator (it
+    allocates the KV buffers, like the other runtimes' reset outside the timing); TTFT
+    includes it."""
+    import numpy as np
+
+    from nano_runtime.engine import peak_rss_mb
+    from nano_runtime.export import runtimes as R
+    with open(os.path.join(folder, "genai_config.json")) as f:
+        gcfg = json.load(f)["model"]
+    need = max(prompt_lens) + n_decode + 8
+    if need > gcfg["context_length"]:
+        raise RuntimeError(f"{folder}: context {gcfg['context_length']} < {need} tokens")
+    t0 = time.perf_counter()
+    m = R.GenaiModel(folder, threads=threads, max_length=min(gcfg["context_length"], max(need, 1024)))
+    out = {"load_s": time.perf_counter() - t0, "threads": threads}
+    ids = _random_prompts(int(gcfg["vocab_size"]), prompt_lens)
+    g = m._generator()
+    g.append_tokens(ids[prompt_lens[0]][:8])            # warm-up
+    g.get_logits()
+    for n in prompt_lens:
+        g = m._generator()
+        t = time.perf_counter()
+        g.append_tokens(ids[n])
+        g.get_logits()
+        out[f"prefill{n}_tok_s"] = n / (time.perf_counter() - t)
+    del g
+    t = time.perf_counter()
+    g = m._generator()
+    g.append_tokens(ids[prompt_lens[0]])
+    tok = int(np.argmax(g.get_logits()))
+    out["ttft_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(n_decode):
+        g.append_tokens([tok])
+        tok = int(np.argmax(g.get_logits()))
+    out["decode_tok_s"] = n_decode / (time.perf_counter() - t)
+    out["os_threads"] = _os_threads()
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["file_mb"] = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+                         if f.startswith("model.onnx")) / 2**20
+    return out
+
+
+def _preimport(fn: str):
+    """Import what a worker's runtime needs, so that rss_base_mb is the process before loading
+    the model (the Python interpreter plus the runtime's libraries)."""
+    import numpy  # noqa: F401
+    import nano_runtime.engine  # noqa: F401
+    if fn == "measure_llama":
+        import llama_cpp  # noqa: F401
+    elif fn == "measure_et":
+        from nano_runtime.export import runtimes as R
+        R._load_et_ops()
+        from executorch.runtime import Runtime  # noqa: F401
+    elif fn == "measure_ort":
+        import onnxruntime_genai  # noqa: F401
+
+
+def worker_main(fn: str, spec_json: str):
+    if fn == "measure_native":
+        from nano_runtime.commands.bench import measure_native as f
+    else:
+        f = globals()[fn]
+    _preimport(fn)
+    base = _rss_mb()
+    r = f(**json.loads(spec_json))
+    r["rss_base_mb"] = base
+    r["loadavg"] = os.getloadavg()[0]
+    print(json.dumps(r))
+
+
+def run_py_worker(fn: str, spec: dict, timeout: float = 1800) -> dict:
+    """fn(**spec) of this module in a fresh Python process; its last stdout line is the JSON."""
+    code = ("import sys; sys.path.insert(0, %r); from benchmarks.bench_engine import worker_main; "
+            "worker_main(sys.argv[1], sys.argv[2])" % ROOT)
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, "-c", code, fn, json.dumps(spec)], capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit {r.returncode}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- perplexity
+def ppl_native(path: str, ctx: int, windows: int, threads: int) -> dict:
+    """`nano eval ppl X.nano --backend native` on english_text("eval") (the CLI itself)."""
+    import tempfile
+
+    from nano_runtime.data import english_text
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write(english_text("eval"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "nano_runtime.cli", "eval", "ppl", path,
+                            "--text", f.name, "--backend", "native", "--ctx", str(ctx),
+                            "--max-windows", str(windows), "--threads", str(threads), "--json"],
+                           capture_output=True, text=True, cwd=ROOT)
+    finally:
+        os.unlink(f.name)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["failed"])[-1])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def ppl_llama(gguf_path: str, nano_path: str, ctx: int, windows: int, threads: int) -> dict:
+    """llama.cpp on the GGUF (logits_all), the same windows as the engine: token ids from
+    the .nano's tokenizer (the GGUF's own vocabulary, converted exactly)."""
+    import llama_cpp
+    import numpy as np
+
+    from nano_runtime.data import english_text
+    from nano_runtime.evaluate import perplexity, ppl_windows
+    from nano_runtime.formats.nano_file import read_tokenizer
+    tok = read_tokenizer(nano_path)
+    ids = tok.encode(english_text("eval"), add_bos=False)
+    wins = ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:windows]
+    llm = llama_cpp.Llama(model_path=gguf_path, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx,
+                          n_threads=threads, n_threads_batch=threads, logits_all=True,
+                          verbose=False)
+
+    def logits(w):
+        llm.reset()
+        llm.eval(w)
+        return np.array(llm.scores[:len(w)], dtype=np.float32)
+    r = perplexity(wins, logits)
+    return {"ppl": r["ppl"], "tokens": r["tokens"]}
+
+
+def ppl_export(model: str, arts: dict, ctx: int, windows: int) -> dict:
+    """The .pte and the ONNX folder (and the fp32 reference), bench_export.perplexities."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_export as B
+
+    from nano_runtime.loader import load_model
+    lm = load_model(model)
+    r = B.perplexities(lm, arts, {}, windows, ctx)
+    names = {"reference_fp32": "torch fp32 (reference)", "pte_executorch": "executorch",
+             "onnx_genai": "ort-genai"}
+    return {names.get(k, k): v for k, v in r.items()}
+
+
+def worker_ppl(fn: str, spec_json: str):
+    print(json.dumps(globals()[fn](**json.loads(spec_json))))
+
+
+def run_ppl_worker(fn: str, spec: dict) -> dict:
+    code = ("import sys; sys.path.insert(0, %r); from benchmarks.bench_engine import worker_ppl; "
+            "worker_ppl(sys.argv[1], sys.argv[2])" % ROOT)
+    r = subprocess.run([sys.executable, "-c", code, fn, json.dumps(spec)], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit {r.returncode}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 # ----------------------------------------------------------------------------- main
-PEERS = {}  # name -> callable(model, threads, prompt_lens, n_decode) -> dict (export engineer)
+# --peers key -> (runtime name in the tables, worker function)
+RUNTIMES = {"native": ("nano", "measure_native"), "llama": ("llama.cpp", "measure_llama"),
+            "et": ("executorch", "measure_et"), "ort": ("ort-genai", "measure_ort")}
+RT_ORDER = ["nano", "llama.cpp", "executorch", "ort-genai"]
+ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx"}       # only for the real models
+PEERS = {}  # extra name -> callable(model, threads, prompt_lens, n_decode) -> dict
 COLS = ["prefill128_tok_s", "prefill512_tok_s", "decode_tok_s", "ttft_s", "peak_rss_mb"]
+SPEED = ("prefill128_tok_s", "prefill512_tok_s", "decode_tok_s")
 
 
 def med_best(rows, key):
     vals = [r[key] for r in rows if r and key in r]
     if not vals:
         return None, None
-    low = key in ("ttft_s", "peak_rss_mb")
+    low = key in ("ttft_s", "peak_rss_mb", "load_s")
     return statistics.median(vals), (min(vals) if low else max(vals))
 
 
@@ -195,19 +435,152 @@ def memory_section(threads: int) -> list:
     return rows
 
 
+def _fmt(v, key):
+    if key == "peak_rss_mb":
+        return f"{v:.0f}"
+    if key in ("ttft_s", "load_s"):
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def report(state: dict) -> str:
+    """engine.md from the saved state (partial runs included)."""
+    res, ppl, meta = state["results"], state.get("ppl", {}), state.get("meta", {})
+    models = meta.get("models") or sorted({r["model"] for r in res})
+    threads = meta.get("threads") or sorted({r["threads"] for r in res})
+    by = {(r["model"], r["threads"], r["runtime"]): r["runs"] for r in res}
+    rts = [rt for rt in RT_ORDER if any(k[2] == rt for k in by)] + sorted(
+        {k[2] for k in by} - set(RT_ORDER))
+    md = ["# Native engine vs llama.cpp, ExecuTorch, ONNX Runtime GenAI", "",
+          "Cells: median / best over interleaved runs, each in a fresh process "
+          f"({meta.get('started', '')}, load average at start {meta.get('loadavg', '?')}). "
+          "Prompts: random token ids (same ids for every runtime); decode: greedy single-token "
+          "steps after the 128-token prompt. TTFT: 128-token prompt to the first sampled token. "
+          "Peak RSS: VmHWM of the worker process, and in brackets above the process after "
+          "importing the runtime (ExecuTorch's Python binding imports torch). "
+          "ppl: english_text('eval'), ctx 512, the same first windows for every runtime.", "",
+          "| model | threads | runtime | weights | file MB | load s | prefill 128 tok/s | "
+          "prefill 512 tok/s | decode tok/s | TTFT (128) s | peak RSS MB | ppl | runs |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        for t in threads:
+            for rt in rts:
+                rows = by.get((m, t, rt))
+                if rows is None:
+                    continue
+                ok = [r for r in rows if r]
+                cells = []
+                for c in COLS:
+                    md_, b = med_best(ok, c)
+                    if md_ is None:
+                        cells.append("-")
+                    elif c == "peak_rss_mb":
+                        base = statistics.median([r.get("rss_base_mb", 0) for r in ok])
+                        cells.append(f"{md_:.0f} ({md_ - base:+.0f})")
+                    else:
+                        cells.append(f"{_fmt(md_, c)} / {_fmt(b, c)}")
+                fmb = med_best(ok, "file_mb")[0]
+                lds = med_best(ok, "load_s")[0]
+                p = ppl.get(m, {}).get(rt)
+                pc = f"{p['ppl']:.3f}" if p and "ppl" in p else "-"
+                wt = meta.get("weights", {}).get(m, {}).get(rt, "")
+                lines_ = (f"| {m} | {t} | {rt} | {wt} | {'-' if fmb is None else f'{fmb:.0f}'} | "
+                          f"{'-' if lds is None else _fmt(lds, 'load_s')} | " + " | ".join(cells)
+                          + f" | {pc} | {len(ok)}/{len(rows)} |")
+                md.append(lines_)
+    # engine / fastest peer, per metric (the goal: >= 1.0x)
+    md += ["", "## Engine vs the fastest peer (medians; goal >= 1.00x)", "",
+           "| model | threads | prefill 128 | prefill 512 | decode |", "|---|---|---|---|---|"]
+    for m in models:
+        for t in threads:
+            mine = by.get((m, t, "nano"), [])
+            cells = []
+            for c in SPEED:
+                x = med_best(mine, c)[0]
+                peers = [(med_best(by[(m, t, rt)], c)[0], rt) for rt in rts
+                         if rt != "nano" and (m, t, rt) in by]
+                peers = [p for p in peers if p[0]]
+                if not x or not peers:
+                    cells.append("-")
+                    continue
+                y, who = max(peers)
+                cells.append(f"{x / y:.2f}x (vs {who})")
+            md.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
+    if ppl:
+        md += ["", "## Perplexity (english_text('eval'), ctx 512, same windows)", "",
+               "| model | runtime | weights | ppl | vs engine | tokens |", "|---|---|---|---|---|---|"]
+        for m, d in ppl.items():
+            ref = d.get("nano", {}).get("ppl")
+            for rt, v in d.items():
+                if "ppl" not in v:
+                    md.append(f"| {m} | {rt} | | failed: {v.get('error', '')[:120]} | | |")
+                    continue
+                rel = f"{v['ppl'] / ref - 1:+.1%}" if ref and rt != "nano" else ""
+                wt = meta.get("weights", {}).get(m, {}).get(rt, "")
+                md.append(f"| {m} | {rt} | {wt} | {v['ppl']:.3f} | {rel} | {v['tokens']} |")
+    notes = meta.get("notes", [])
+    if notes:
+        md += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    if state.get("memory"):
+        md += ["", "## Memory", "", "| check | measured | bound / detail | goal |", "|---|---|---|---|"]
+        md += [f"| {a_} | {b_} | {c_} | {d_} |" for a_, b_, c_, d_ in state["memory"]]
+    return "\n".join(md) + "\n"
+
+
+def save(state: dict, out: str, png: bool = False):
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "engine.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, os.path.join(out, "engine.json"))
+    text = report(state)
+    with open(os.path.join(out, "engine.md.tmp"), "w") as f:
+        f.write(text)
+    os.replace(os.path.join(out, "engine.md.tmp"), os.path.join(out, "engine.md"))
+    if png:
+        plot(state, os.path.join(out, "engine.png"))
+    return text
+
+
+WEIGHTS = {
+    "smollm2-135m-instruct": {"nano": "Q4_1 (exact GGUF import)", "llama.cpp": "Q4_1 GGUF",
+                              "executorch": "8da4w g32", "ort-genai": "int4 g32"},
+    "gemma3-270m": {"nano": "Q4_K_M (exact GGUF import)", "llama.cpp": "Q4_K_M GGUF",
+                    "executorch": "8da4w g32", "ort-genai": "int4 g32"},
+    "nano-1": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},
+    "nano-2": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2-135m-instruct,gemma3-270m,nano-1,nano-2")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peers", default="native,llama,et,ort",
+                    help="runtimes to run: native,llama,et,ort (et/ort on the real models only)")
+    ap.add_argument("--artifacts", default=os.path.join(CACHE, "export-bench"),
+                    help="folder holding {model}-pte and {model}-onnx (nano_runtime.export)")
+    ap.add_argument("--export-missing", action="store_true",
+                    help="export a missing .pte / ONNX folder with `nano export` (minutes each)")
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats for nano-1/nano-2")
     ap.add_argument("--big-decode-tokens", type=int, default=16)
     ap.add_argument("--big-prompt-lens", default="128,512", help="prompt lengths for nano-1/nano-2")
+    ap.add_argument("--ppl-windows", type=int, default=3,
+                    help="perplexity section: windows of 512 tokens per runtime (0: skip)")
+    ap.add_argument("--ppl-threads", type=int, default=2)
+    ap.add_argument("--ppl-only", action="store_true", help="only the perplexity section")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite engine.md / engine.png from engine.json")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     a = ap.parse_args()
+    if a.report_only:
+        with open(os.path.join(a.out, "engine.json")) as f:
+            print(save(json.load(f), a.out, png=True))
+        return
     from nano_runtime.engine import resolve_nano
     if a.memory_only:
         md = ["## Memory", "", "| check | measured | bound / detail | goal |", "|---|---|---|---|"]
@@ -217,76 +590,135 @@ def main():
         with open(os.path.join(a.out, "engine_memory.md"), "w") as f:
             f.write("\n".join(md) + "\n")
         return
+    from nano_runtime.progress import progress_bar
     models = a.models.split(",")
     threads = [int(t) for t in a.threads.split(",")]
-    nano_paths = {m: resolve_nano(m) for m in models}
-    gguf_paths = {m: gguf_for(m) for m in models}
-    res = {}
+    peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    bad = [p for p in peers if p not in RUNTIMES]
+    if bad:
+        sys.exit(f"error: unknown --peers {','.join(bad)} (choose from {','.join(RUNTIMES)})")
     big = {"nano-1", "nano-2"}
-    for rep in range(max(a.repeats, a.big_repeats)):
-        for m in models:
-            if rep >= (a.big_repeats if m in big else a.repeats):
-                continue
-            nd = a.big_decode_tokens if m in big else a.decode_tokens
-            for t in threads:
-                order = [("nano", None), ("llama.cpp", None)]
-                if rep % 2:
-                    order.reverse()               # alternate who goes first
-                for rt, _ in order:
-                    lens = [int(x) for x in a.big_prompt_lens.split(",")] if m in big else [128, 512]
-                    spec = {"threads": t, "prompt_lens": lens, "n_decode": nd}
-                    try:
-                        r = (run_worker(dict(spec, path=nano_paths[m])) if rt == "nano"
-                             else run_llama_worker(dict(spec, path=gguf_paths[m])))
-                    except Exception as e:  # report, keep going
-                        print(f"{rt} {m} t={t}: {str(e)[-300:]}", file=sys.stderr)
-                        r = None
-                    res.setdefault((m, t, rt), []).append(r)
-                    print(f"rep {rep} {m} t={t} {rt}: " + (json.dumps({k: round(v, 2) for k, v in r.items()
-                          if isinstance(v, float)}) if r else "failed"), file=sys.stderr)
-                for name, fn in PEERS.items():
-                    res.setdefault((m, t, name), []).append(fn(m, t, [128, 512], nd))
-    lines = ["| model | threads | runtime | prefill 128 tok/s | prefill 512 tok/s | decode tok/s "
-             "| TTFT (128) s | peak RSS MB | runs |", "|---|---|---|---|---|---|---|---|---|"]
-    for (m, t, rt), rows in res.items():
-        cells = []
-        for c in COLS:
-            md, b = med_best(rows, c)
-            cells.append("-" if md is None else (f"{md:.3g} / {b:.3g}" if c != "peak_rss_mb" else f"{md:.0f}"))
-        lines.append(f"| {m} | {t} | {rt} | " + " | ".join(cells) + f" | {sum(r is not None for r in rows)} |")
-    ratio = ["", "| model | threads | prefill 128 nano/llama.cpp | prefill 512 | decode |", "|---|---|---|---|---|"]
+    notes = []
+    paths = {}                                  # (model, peer) -> path
     for m in models:
-        for t in threads:
-            a_, b_ = res.get((m, t, "nano"), []), res.get((m, t, "llama.cpp"), [])
-            cells = []
-            for c in ("prefill128_tok_s", "prefill512_tok_s", "decode_tok_s"):
-                x, y = med_best(a_, c)[0], med_best(b_, c)[0]
-                cells.append(f"{x / y:.2f}x" if x and y else "-")
-            ratio.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
-    md = ["# Native engine vs llama.cpp", "", "cells: median / best over interleaved runs "
-          "(fresh process each)", ""] + lines + ratio
-    if not a.no_memory:
-        md += ["", "## Memory", "", "| check | measured | bound / detail | goal |", "|---|---|---|---|"]
-        md += [f"| {a_} | {b_} | {c_} | {d_} |" for a_, b_, c_, d_ in memory_section(threads[0])]
-    text = "\n".join(md)
-    print(text)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "engine.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(a.out, "engine.json"), "w") as f:
-        json.dump([{"model": m, "threads": t, "runtime": rt, "runs": rows}
-                   for (m, t, rt), rows in res.items()], f, indent=1)
-    plot(res, models, threads, os.path.join(a.out, "engine.png"))
+        if "native" in peers:
+            paths[(m, "native")] = resolve_nano(m)
+        if "llama" in peers:
+            paths[(m, "llama")] = gguf_for(m)
+        for p, kind in ARTIFACT_RUNTIMES.items():
+            if p not in peers or m in big:
+                continue
+            d = os.path.join(a.artifacts, f"{m}-{kind}")
+            if not os.path.isdir(d) and a.export_missing:
+                print(f"exporting {d}", file=sys.stderr)
+                subprocess.run([sys.executable, "-m", "nano_runtime.cli", "export", kind, m, "-o", d],
+                               cwd=ROOT)
+            if os.path.isdir(d):
+                paths[(m, p)] = d
+            else:
+                notes.append(f"{m}: {RUNTIMES[p][0]} not measured, {d} missing "
+                             f"(`nano export {kind} {m} -o {d}`, or --export-missing)")
+                print(notes[-1], file=sys.stderr)
+    state = {"meta": {"models": models, "threads": threads, "peers": peers,
+                      "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                      "loadavg": round(os.getloadavg()[0], 1), "notes": notes,
+                      "paths": {f"{m}|{p}": v for (m, p), v in paths.items()},
+                      "weights": {m: WEIGHTS.get(m, {}) for m in models},
+                      "args": vars(a)},
+             "results": [], "ppl": {}}
+    notes.append("threads: nano and llama.cpp n_threads; executorch: its threadpool "
+                 "(portable_lib._unsafe_reset_threadpool, pool size recorded per run); "
+                 "ort-genai: decoder session intra_op_num_threads (og.Config overlay).")
+    cell = {}
+
+    def add(m, t, rt, r):
+        if (m, t, rt) not in cell:
+            cell[(m, t, rt)] = {"model": m, "threads": t, "runtime": rt, "runs": []}
+            state["results"].append(cell[(m, t, rt)])
+        cell[(m, t, rt)]["runs"].append(r)
+
+    plan = []                                    # (rep, model, threads, [peer, ...])
+    if not a.ppl_only:
+        for rep in range(max(a.repeats, a.big_repeats)):
+            for m in models:
+                if rep >= (a.big_repeats if m in big else a.repeats):
+                    continue
+                for t in threads:
+                    order = [p for p in peers if (m, p) in paths]
+                    k = rep % max(len(order), 1)
+                    plan.append((rep, m, t, order[k:] + order[:k]))   # rotate who goes first
+    total = sum(len(o) for *_, o in plan) + len(PEERS) * len(plan)
+    t_start = time.time()
+    with progress_bar(total=total, desc="measurements", unit="run") as bar:
+        for rep, m, t, order in plan:
+            nd = a.big_decode_tokens if m in big else a.decode_tokens
+            lens = [int(x) for x in a.big_prompt_lens.split(",")] if m in big else [128, 512]
+            for p in order:
+                rt, fn = RUNTIMES[p]
+                spec = {"path" if p in ("native", "llama") else "folder": paths[(m, p)],
+                        "threads": t, "prompt_lens": lens, "n_decode": nd}
+                try:
+                    r = run_py_worker(fn, spec)
+                except Exception as e:  # report, keep going
+                    bar.write(f"{rt} {m} t={t}: {str(e)[-300:]}")
+                    r = None
+                add(m, t, rt, r)
+                bar.update(1)
+                bar.write(f"rep {rep} {m} t={t} {rt}: " + (json.dumps(
+                    {k: round(v, 2) for k, v in r.items() if isinstance(v, float)}) if r else "failed"))
+                save(state, a.out)
+            for name, fn in PEERS.items():
+                add(m, t, name, fn(m, t, lens, nd))
+                bar.update(1)
+    state["meta"]["speed_wall_s"] = round(time.time() - t_start)
+    if a.ppl_windows > 0:
+        real = [m for m in models if m not in big]
+        jobs = []
+        for m in real:
+            if "native" in peers:
+                jobs.append((m, "nano", "ppl_native", {"path": paths[(m, "native")], "ctx": 512,
+                             "windows": a.ppl_windows, "threads": a.ppl_threads}))
+            if "llama" in peers:
+                jobs.append((m, "llama.cpp", "ppl_llama", {
+                    "gguf_path": paths[(m, "llama")], "nano_path": resolve_nano(m, show_progress=False),
+                    "ctx": 512, "windows": a.ppl_windows, "threads": a.ppl_threads}))
+            arts = {kind: paths[(m, p)] for p, kind in ARTIFACT_RUNTIMES.items() if (m, p) in paths}
+            if arts:
+                jobs.append((m, None, "ppl_export", {"model": m, "arts": arts, "ctx": 512,
+                                                     "windows": a.ppl_windows}))
+        with progress_bar(total=len(jobs), desc="perplexity", unit="runtime") as bar:
+            for m, rt, fn, spec in jobs:
+                d = state["ppl"].setdefault(m, {})
+                r = None
+                try:
+                    r = run_ppl_worker(fn, spec)
+                    d.update(r if rt is None else {rt: r})
+                except Exception as e:
+                    bar.write(f"ppl {m} {rt or 'pte/onnx'}: {str(e)[-300:]}")
+                    d[rt or "pte/onnx"] = {"error": str(e)[-300:]}
+                bar.update(1)
+                bar.write(f"ppl {m} {rt or 'pte/onnx'}: {json.dumps(r)}")
+                save(state, a.out)
+    if not a.no_memory and not a.ppl_only:
+        print("memory section", file=sys.stderr)
+        state["memory"] = memory_section(threads[0])
+    state["meta"]["wall_s"] = round(time.time() - t_start)
+    print(save(state, a.out, png=True))
 
 
-def plot(res, models, threads, path):
+def plot(state, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    runtimes = sorted({rt for (_, _, rt) in res})
+    res = {(r["model"], r["threads"], r["runtime"]): r["runs"] for r in state["results"]}
+    if not res:
+        return
+    models = [m for m in state["meta"]["models"] if any(k[0] == m for k in res)]
+    threads = state["meta"]["threads"]
+    runtimes = [rt for rt in RT_ORDER if any(k[2] == rt for k in res)]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     labels = [f"{m}\nt={t}" for m in models for t in threads]
-    for ax, c in zip(axes, ("prefill128_tok_s", "prefill512_tok_s", "decode_tok_s")):
+    for ax, c in zip(axes, SPEED):
         w = 0.8 / max(len(runtimes), 1)
         for i, rt in enumerate(runtimes):
             vals = [med_best(res.get((m, t, rt), []), c)[0] or 0 for m in models for t in threads]
@@ -294,8 +726,11 @@ def plot(res, models, threads, path):
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(labels))])
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_yscale("log")
-        ax.set_title(c + " (median)")
-    axes[0].legend()
+        ax.set_ylabel("tok/s (median)")
+        ax.set_title(c.replace("_tok_s", "").replace("prefill", "prefill ") + " tok/s")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"engine vs peers ({state['meta'].get('started', '')}, "
+                 f"load avg {state['meta'].get('loadavg', '?')})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
