@@ -28,22 +28,23 @@ import hashlib
 import json
 import os
 import queue
-import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 
 from . import _native
 from .errors import ModelFormatError, NanoError
+from .sampling import GenerationResult, SamplingParams, peak_rss_mb  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------- status codes (nano.h)
 OK, ERR_INVALID_ARG, ERR_IO, ERR_FORMAT, ERR_UNSUPPORTED, ERR_NO_MEMORY, ERR_BUDGET, \
     ERR_CONTEXT_FULL, ERR_CANCELLED, ERR_KERNEL, ERR_STATE = range(11)
-STOP_NAMES = {0: "none", 1: "length", 2: "stop", 3: "context", 4: "cancelled", 5: "callback"}
+STOP_NAMES = {0: "none", 1: "length", 2: "stop", 3: "context", 4: "cancelled", 5: "callback",
+              6: "stop_string"}
+MAX_STOP_STRINGS, MAX_STOP_STRING_BYTES = 16, 256  # NANO_MAX_STOP_STRINGS / _BYTES
 PROFILES = {None: 0, "none": 0, "low": 1, "high": 2}
 KV_TYPES = {None: 0, "auto": 0, "f16": 1, "i8": 2}
 KV_NAMES = {1: "f16", 2: "i8"}
@@ -84,7 +85,10 @@ _TOKEN_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_int32)
 class _GenParams(C.Structure):
     _fields_ = [("max_tokens", C.c_int), ("sampler", _SamplerParams),
                 ("stop_ids", C.POINTER(C.c_int32)), ("n_stop_ids", C.c_int),
-                ("on_token", _TOKEN_FN), ("user", C.c_void_p)]
+                ("on_token", _TOKEN_FN), ("user", C.c_void_p),
+                # added after 0.1 (at the end of the struct)
+                ("tokenizer", C.c_void_p), ("stop_strings", C.POINTER(C.c_char_p)),
+                ("n_stop_strings", C.c_int), ("context_shift", C.c_int), ("n_keep", C.c_int)]
 
 
 class _GenResult(C.Structure):
@@ -139,6 +143,8 @@ def lib():
         "nano_context_get_stats": (I, [P, C.POINTER(_Stats)]),
         "nano_kernel_variant": (I, []),
         "nano_kernel_variant_name": (C.c_char_p, [I]),
+        "nano_tokenizer_from_model": (I, [P, C.POINTER(P)]),
+        "nano_tokenizer_free": (V, [P]),
     }
     for name, (res, args) in protos.items():
         fn = getattr(L, name)
@@ -172,19 +178,6 @@ def _ids_array(ids):
     return arr
 
 
-@dataclass
-class GenerationResult:
-    """The result the CLI prints (same fields as nano_runtime.generate.GenerationResult)."""
-    ids: list
-    text: str
-    prompt_tokens: int
-    prefill_tok_s: float
-    decode_tok_s: float
-    peak_rss_mb: float
-    stop_reason: str = "length"
-    timings: dict = field(default_factory=dict)
-
-
 def _sampler(params) -> _SamplerParams:
     """A _SamplerParams from SamplingParams-like object, dict or None (greedy)."""
     s = lib().nano_sampler_default_params()
@@ -211,6 +204,8 @@ class Engine:
         self._model = None
         self._ctx = None
         self._worker = None
+        self._ctok = None
+        self.last_result = None
         self.path = path
         if profile not in PROFILES:
             raise NanoError(f"--profile must be low or high, got {profile!r}")
@@ -256,6 +251,9 @@ class Engine:
             lib().nano_context_cancel(self._ctx)
             w.join()
         with self._lock:
+            if getattr(self, "_ctok", None):
+                lib().nano_tokenizer_free(self._ctok)
+                self._ctok = None
             if getattr(self, "_ctx", None):
                 lib().nano_context_free(self._ctx)
                 self._ctx = None
@@ -348,12 +346,28 @@ class Engine:
         self.reset()
         return self.eval(ids, all_logits=True)
 
+    def _native_tokenizer(self):
+        """The engine's own tokenizer handle (nano_tokenizer), for stop strings in C."""
+        if self._ctok is None:
+            h = C.c_void_p()
+            _check(lib().nano_tokenizer_from_model(self._model, C.byref(h)), "tokenizer")
+            self._ctok = h
+        return self._ctok
+
     def generate_ids(self, prompt_ids, max_tokens: int = 128, sampling=None, stop_ids=None,
-                     on_token: Optional[Callable[[int], object]] = None, reset: bool = True):
+                     on_token: Optional[Callable[[int], object]] = None, reset: bool = True,
+                     stop: Optional[list] = None, context_shift: bool = False, keep: int = 0):
         """(generated ids, stop reason, timings) after prompt_ids. on_token(id) may return True
-        to stop. reset=False continues the current context (prompt_ids may then be empty)."""
+        to stop. reset=False continues the current context (prompt_ids may then be empty).
+        stop: strings ending generation in C (reason "stop_string"; the ids include the token
+        completing the match). context_shift: when the context is full keep the first `keep`
+        tokens, drop the oldest half of the rest, re-evaluate and continue."""
+        stop = check_stop_strings(stop)
         with self._lock:
             ctx = self._need()
+            if context_shift and not (0 <= int(keep) <= self.n_ctx - 2):
+                raise NanoError(f"--keep must be between 0 and {self.n_ctx - 2} (context of "
+                                f"{self.n_ctx} tokens), got {keep}")
             if max_tokens is None or max_tokens < 1:
                 raise NanoError(f"--max-tokens must be >= 1, got {max_tokens}")
             if max_tokens > 1 << 24:
@@ -374,6 +388,11 @@ class Engine:
             _check(lib().nano_sampler_check(C.byref(gp.sampler)))
             stops = _ids_array(stop_ids)
             gp.stop_ids, gp.n_stop_ids = stops, len(stop_ids)
+            if stop:
+                c_stops = (C.c_char_p * len(stop))(*[x.encode("utf-8") for x in stop])
+                gp.tokenizer = self._native_tokenizer()
+                gp.stop_strings, gp.n_stop_strings = c_stops, len(stop)
+            gp.context_shift, gp.n_keep = (1, int(keep)) if context_shift else (0, 0)
             err = []
 
             def cb(_user, tok):
@@ -423,30 +442,49 @@ class Engine:
 
     def generate(self, prompt: str, max_tokens: int = 128, sampling=None, chat: bool = False,
                  system: Optional[str] = None, stop: Optional[list] = None,
-                 on_text: Optional[Callable[[str], None]] = None) -> GenerationResult:
-        """Generate from text; stop strings end the text (cut before the match)."""
+                 on_text: Optional[Callable[[str], None]] = None, context_shift: bool = False,
+                 keep: Optional[int] = None) -> GenerationResult:
+        """Generate from text. stop: strings that end generation (matched in C; the text is
+        cut before the match, and streamed text that could start one is held back).
+        context_shift/keep: see generate_ids (keep None = BOS / system prompt)."""
         tok = self._tok()
+        stop = check_stop_strings(stop)
         ids = self.encode_prompt(prompt, chat, system)
+        if keep is None:
+            keep = self.auto_keep(ids, chat, system)
         dec = _TextStream(tok, stop)
-        out_ids = []
 
-        def on_token(t):
-            out_ids.append(t)
+        def on_token(t):  # the C engine decides when a stop string ends generation
             piece = dec.push(t)
             if on_text and piece:
                 on_text(piece)
-            return dec.stopped
-        gen, reason, tm = self.generate_ids(ids, max_tokens, sampling, on_token=on_token)
+        gen, reason, tm = self.generate_ids(ids, max_tokens, sampling, on_token=on_token, stop=stop,
+                                            context_shift=context_shift, keep=keep)
         if dec.stopped:
-            reason = "stop"
+            reason = "stop_string"
         tail = dec.flush()
         if on_text and tail:
             on_text(tail)
         return GenerationResult(gen, dec.text, len(ids), tm["prefill_tok_s"], tm["decode_tok_s"],
                                 peak_rss_mb(), reason, tm)
 
+    def auto_keep(self, ids, chat: bool = False, system: Optional[str] = None) -> int:
+        """Tokens a context shift keeps by default: the chat prefix every conversation with
+        this system message shares (system prompt + turn header), else the BOS token."""
+        tok = self._tok()
+        if chat and tok.chat_template:
+            sys_m = [{"role": "system", "content": system}] if system else []
+            a = tok.encode_chat(sys_m + [{"role": "user", "content": "a"}])
+            b = tok.encode_chat(sys_m + [{"role": "user", "content": "b"}])
+            n = 0
+            while n < min(len(a), len(b), len(ids)) and a[n] == b[n] == ids[n]:
+                n += 1
+        else:
+            n = 1 if ids and tok.bos_id is not None and ids[0] == tok.bos_id else 0
+        return min(n, max(self.n_ctx - 2, 0))
+
     def stream_ids(self, prompt_ids, max_tokens=128, sampling=None, stop_ids=None,
-                   reset=True) -> Iterator[int]:
+                   reset=True, **kw) -> Iterator[int]:
         """Yield generated ids as they come; generation runs in a worker thread, so a
         KeyboardInterrupt in the consumer cancels it (and is re-raised)."""
         q: queue.Queue = queue.Queue()
@@ -455,7 +493,7 @@ class Engine:
         def work():
             try:
                 box["res"] = self.generate_ids(prompt_ids, max_tokens, sampling, stop_ids,
-                                               on_token=q.put, reset=reset)
+                                               on_token=q.put, reset=reset, **kw)
             except BaseException as e:
                 box["err"] = e
             finally:
@@ -487,24 +525,29 @@ class Engine:
         self.last_result = box.get("res")
 
     def stream(self, prompt: str, max_tokens: int = 128, sampling=None, chat: bool = False,
-               system: Optional[str] = None, stop: Optional[list] = None) -> Iterator[str]:
-        """Yield text pieces (whole characters) as they are generated."""
+               system: Optional[str] = None, stop: Optional[list] = None,
+               context_shift: bool = False, keep: Optional[int] = None) -> Iterator[str]:
+        """Yield text pieces (whole characters) as they are generated; stop strings end the
+        text (not yielded; text that could start one is held back until it cannot).
+        The stop reason is then in self.last_result[1]."""
         tok = self._tok()
+        stop = check_stop_strings(stop)
+        ids = self.encode_prompt(prompt, chat, system)
+        if keep is None:
+            keep = self.auto_keep(ids, chat, system)
         dec = _TextStream(tok, stop)
-        for t in self.stream_ids(self.encode_prompt(prompt, chat, system), max_tokens, sampling):
-            piece = dec.push(t)
+        for t in self.stream_ids(ids, max_tokens, sampling, stop=stop,
+                                 context_shift=context_shift, keep=keep):
+            piece = dec.push(t)  # "" once a stop string was seen (C ends generation there)
             if piece:
                 yield piece
-            if dec.stopped:
-                self.cancel()
-                break
         tail = dec.flush()
         if tail:
             yield tail
 
-    def chat_session(self, system: Optional[str] = None, sampling=None,
-                     max_tokens: int = 256) -> "ChatSession":
-        return ChatSession(self, system, sampling, max_tokens)
+    def chat_session(self, system: Optional[str] = None, sampling=None, max_tokens: int = 256,
+                     context_shift: bool = False, keep: Optional[int] = None) -> "ChatSession":
+        return ChatSession(self, system, sampling, max_tokens, context_shift, keep)
 
     def stats(self) -> dict:
         s = _Stats()
@@ -528,26 +571,68 @@ def check_utf8(text: str, what: str):
                         f"{e.start})") from None
 
 
+def check_stop_strings(stop) -> list:
+    """Validated stop strings (a clear error for empty, too many, too long or non-UTF-8)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    stop = list(stop)
+    if len(stop) > MAX_STOP_STRINGS:
+        raise NanoError(f"at most {MAX_STOP_STRINGS} stop strings (--stop) are allowed, "
+                        f"got {len(stop)}")
+    for s in stop:
+        if not isinstance(s, str):
+            raise NanoError(f"a stop string must be text, got {type(s).__name__}")
+        if not s:
+            raise NanoError("a stop string (--stop) must not be empty")
+        check_utf8(s, "the stop string")
+        if len(s.encode("utf-8")) > MAX_STOP_STRING_BYTES:
+            raise NanoError(f"a stop string (--stop) may be at most {MAX_STOP_STRING_BYTES} "
+                            f"bytes long, got {len(s.encode('utf-8'))}")
+    return stop
+
+
+def _stop_find(text: str, stop: list) -> int:
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def _stop_partial(text: str, stop: list) -> int:
+    """Length of the longest end of text that is the start of a stop string (held back)."""
+    best = 0
+    for s in stop:
+        for m in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:m]):
+                best = m
+                break
+    return best
+
+
 class _TextStream:
-    """Incremental detokenizer: emits whole characters, cuts at stop strings."""
+    """Incremental detokenizer: emits whole characters, cuts at stop strings and holds back
+    text that could be the start of one (the rule of llama.cpp's server)."""
 
     def __init__(self, tok, stop=None):
         self.tok, self.stop = tok, [s for s in (stop or []) if s]
         self.ids, self.text, self.shown, self.stopped = [], "", 0, False
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
 
     def push(self, t) -> str:
+        if self.stopped:
+            return ""
         self.ids.append(t)
         text = self.tok.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
         self.text = text
-        for s in self.stop:
-            i = text.find(s)
-            if i >= 0:
-                self.text = text[:i]
-                self.stopped = True
-        end = len(self.text) if self.stopped else max(len(self.text) - self.hold, self.shown)
+        i = _stop_find(text, self.stop) if self.stop else -1
+        if i >= 0:
+            self.text = text[:i]
+            self.stopped = True
+            end = len(self.text)
+        else:
+            end = len(text) - (_stop_partial(text, self.stop) if self.stop else 0)
+        end = max(end, self.shown)
         piece = self.text[self.shown:end]
         self.shown = end
         return piece
@@ -565,8 +650,10 @@ class ChatSession:
     every turn and only the tokens after the longest common prefix with the KV cache are
     evaluated (no re-prefill of earlier turns)."""
 
-    def __init__(self, engine: Engine, system=None, sampling=None, max_tokens=256):
+    def __init__(self, engine: Engine, system=None, sampling=None, max_tokens=256,
+                 context_shift: bool = False, keep: Optional[int] = None):
         self.engine, self.system, self.sampling, self.max_tokens = engine, system, sampling, max_tokens
+        self.context_shift, self.keep = context_shift, keep
         self.history: list = []
         self.last = {}
 
@@ -584,6 +671,10 @@ class ChatSession:
         tok = eng._tok()
         check_utf8(user, "the message")
         ids = tok.encode_chat(self._messages(user))
+        # sliding context: the oldest turns go first (the system prompt stays)
+        while self.context_shift and len(ids) > eng.n_ctx - 1 and self.history:
+            self.history = self.history[2:]
+            ids = tok.encode_chat(self._messages(user))
         have = eng.tokens()
         n = 0
         while n < min(len(have), len(ids) - 1) and have[n] == ids[n]:
@@ -598,7 +689,9 @@ class ChatSession:
         dec = _TextStream(tok)
         t0 = time.perf_counter()
         try:
-            for t in eng.stream_ids(ids[n:], self.max_tokens, self.sampling, reset=False):
+            keep = self.keep if self.keep is not None else eng.auto_keep(ids, True, self.system)
+            for t in eng.stream_ids(ids[n:], self.max_tokens, self.sampling, reset=False,
+                                    context_shift=self.context_shift, keep=keep):
                 piece = dec.push(t)
                 if piece:
                     yield piece
@@ -610,19 +703,6 @@ class ChatSession:
                          "seconds": round(time.perf_counter() - t0, 3)}
         if tail:
             yield tail
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS of this process in MB: VmHWM (per address space; getrusage's ru_maxrss
-    survives execve, so a child of a big process would report its parent's peak)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ===================================================================== MODEL -> .nano
@@ -766,21 +846,9 @@ def check_native_threads(n: int):
         raise NanoError(f"--threads must be between 0 (all cores) and {limit}, got {n}")
 
 
-def sampling_from_args(args):
-    """Validated sampling settings (no torch import): a dict Engine accepts."""
-    d = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-         "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed}
-    if not (d["temperature"] >= 0) or d["temperature"] == float("inf"):
-        raise NanoError(f"--temperature must be >= 0, got {d['temperature']}")
-    if d["top_k"] < 0:
-        raise NanoError(f"--top-k must be >= 0, got {d['top_k']}")
-    if not (0.0 < d["top_p"] <= 1.0):
-        raise NanoError(f"--top-p must be in (0, 1], got {d['top_p']}")
-    if not (0.0 <= d["min_p"] < 1.0):
-        raise NanoError(f"--min-p must be in [0, 1), got {d['min_p']}")
-    if not (d["repetition_penalty"] > 0):
-        raise NanoError(f"--repetition-penalty must be > 0, got {d['repetition_penalty']}")
-    return d
+def sampling_from_args(args) -> SamplingParams:
+    """Validated sampling settings (no torch import): nano_runtime.sampling.SamplingParams."""
+    return SamplingParams.from_args(args)
 
 
 def _engine_from_args(args, **kw) -> Engine:
@@ -799,7 +867,9 @@ def native_generate(args, params) -> GenerationResult:
         stream = None if getattr(args, "json", False) else \
             (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
         return eng.generate(args.prompt, args.max_tokens, params, chat=args.chat,
-                            system=args.system, stop=getattr(args, "stop", None), on_text=stream)
+                            system=args.system, stop=getattr(args, "stop", None), on_text=stream,
+                            context_shift=getattr(args, "context_shift", False),
+                            keep=getattr(args, "keep", None))
     finally:
         eng.close()
 

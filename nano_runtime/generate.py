@@ -7,36 +7,13 @@ the same seed gives the same text.
 """
 from __future__ import annotations
 
-import resource
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 
 from .errors import NanoError
-
-
-@dataclass
-class SamplingParams:
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (self.temperature >= 0):
-            raise NanoError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise NanoError(f"--top-k must be >= 0, got {self.top_k}")
-        if not (0.0 < self.top_p <= 1.0):
-            raise NanoError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not (0.0 <= self.min_p < 1.0):
-            raise NanoError(f"--min-p must be in [0, 1), got {self.min_p}")
-        if not (self.repetition_penalty > 0):
-            raise NanoError(f"--repetition-penalty must be > 0, got {self.repetition_penalty}")
+from .sampling import GenerationResult, SamplingParams, peak_rss_mb  # noqa: F401 (re-exported)
 
 
 def sample_next(logits: torch.Tensor, p: SamplingParams, history: list,
@@ -65,22 +42,6 @@ def sample_next(logits: torch.Tensor, p: SamplingParams, history: list,
         probs = torch.zeros_like(probs).scatter_(0, si, sp)
     probs = probs / probs.sum()
     return int(torch.multinomial(probs, 1, generator=gen))
-
-
-@dataclass
-class GenerationResult:
-    ids: list
-    text: str
-    prompt_tokens: int
-    prefill_tok_s: float
-    decode_tok_s: float
-    peak_rss_mb: float
-    stop_reason: str = "length"
-    timings: dict = field(default_factory=dict)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 /* engine.c - the public API around the model and the forward pass: status
  * messages, the memory planner, context lifetime, nano_eval, nano_generate
- * (sampling loop with stop ids, max tokens, context limit, cancellation and a
- * streaming callback) and statistics.
+ * (sampling loop with stop ids, stop strings, max tokens, context limit or
+ * opt-in context shift, cancellation and a streaming callback) and statistics.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -56,6 +56,7 @@ NANO_API const char *nano_stop_reason_name(int r) {
     case NANO_STOP_CONTEXT: return "context";
     case NANO_STOP_CANCELLED: return "cancelled";
     case NANO_STOP_CALLBACK: return "callback";
+    case NANO_STOP_STRING: return "stop_string";
     default: return "unknown";
     }
 }
@@ -370,6 +371,91 @@ NANO_API int nano_eval(nano_context *ctx, const int32_t *tokens, int n, float *l
     return rc;
 }
 
+/* ---- stop strings (also used by text_session.c) ------------------------------- */
+static int utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i], lo = 0x80, hi = 0xBF;
+        int len;
+        if (b < 0x80) { i++; continue; }
+        if (b >= 0xC2 && b <= 0xDF) len = 2;
+        else if (b >= 0xE0 && b <= 0xEF) { len = 3; lo = b == 0xE0 ? 0xA0 : 0x80; hi = b == 0xED ? 0x9F : 0xBF; }
+        else if (b >= 0xF0 && b <= 0xF4) { len = 4; lo = b == 0xF0 ? 0x90 : 0x80; hi = b == 0xF4 ? 0x8F : 0xBF; }
+        else return 0;
+        if (i + (size_t)len > n) return 0;
+        for (int k = 1; k < len; k++)
+            if (s[i + k] < (k == 1 ? lo : 0x80) || s[i + k] > (k == 1 ? hi : 0xBF)) return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+/* Check an array of stop strings; *maxlen (if non-NULL) = the longest, in bytes. */
+int nano_stop_strings_check(const char *const *stops, int n, size_t *maxlen) {
+    size_t m = 0;
+    if (n < 0 || n > NANO_MAX_STOP_STRINGS)
+        return nano_set_error(NANO_ERR_INVALID_ARG, "%d stop strings: between 0 and %d are allowed", n,
+                              NANO_MAX_STOP_STRINGS);
+    if (n > 0 && !stops) return nano_set_error(NANO_ERR_INVALID_ARG, "NULL stop string array");
+    for (int i = 0; i < n; i++) {
+        if (!stops[i]) return nano_set_error(NANO_ERR_INVALID_ARG, "stop string %d is NULL", i);
+        size_t len = strlen(stops[i]);
+        if (len == 0) return nano_set_error(NANO_ERR_INVALID_ARG, "stop string %d is empty", i);
+        if (len > NANO_MAX_STOP_STRING_BYTES)
+            return nano_set_error(NANO_ERR_INVALID_ARG, "stop string %d is %zu bytes long (at most %d)", i,
+                                  len, NANO_MAX_STOP_STRING_BYTES);
+        if (!utf8_valid((const uint8_t *)stops[i], len))
+            return nano_set_error(NANO_ERR_INVALID_ARG, "stop string %d is not valid UTF-8", i);
+        if (len > m) m = len;
+    }
+    if (maxlen) *maxlen = m;
+    return NANO_OK;
+}
+
+/* Earliest position >= from where one of the stop strings starts in s[0..n); -1 if none. */
+long nano_stop_find(const char *s, size_t n, size_t from, const char *const *stops, int k) {
+    long best = -1;
+    for (int i = 0; i < k; i++) {
+        size_t L = strlen(stops[i]);
+        for (size_t p = from; p + L <= n && (best < 0 || p < (size_t)best); p++)
+            if (s[p] == stops[i][0] && memcmp(s + p, stops[i], L) == 0) { best = (long)p; break; }
+    }
+    return best;
+}
+
+/* Length of the longest suffix of s[0..n) that is a proper prefix of a stop string:
+ * text that must be held back while streaming. */
+size_t nano_stop_partial(const char *s, size_t n, const char *const *stops, int k) {
+    size_t best = 0;
+    for (int i = 0; i < k; i++) {
+        size_t L = strlen(stops[i]);
+        for (size_t m = L - 1 < n ? L - 1 : n; m > best; m--)
+            if (memcmp(s + n - m, stops[i], m) == 0) { best = m; break; }
+    }
+    return best;
+}
+
+/* Sliding context: keep tokens [0, keep), drop the oldest half of the rest and
+ * re-evaluate what is kept from position 0 (exact; not cancellable, so the cache
+ * is never left half-built). 1 when nothing can be dropped. */
+static int context_shift(nano_context *ctx, int n_keep) {
+    int n_past = ctx->n_past, keep = n_keep < n_past ? n_keep : n_past;
+    int n_discard = (n_past - keep) / 2;
+    if (n_discard < 1) return 1;
+    int n_new = n_past - n_discard;
+    memmove(ctx->tokens + keep, ctx->tokens + keep + n_discard,
+            (size_t)(n_past - keep - n_discard) * sizeof *ctx->tokens);
+    ctx->n_past = 0;
+    ctx->have_logits = 0;
+    for (int i = 0; i < n_new; i += ctx->n_batch) {
+        int T = n_new - i < ctx->n_batch ? n_new - i : ctx->n_batch;
+        /* nano_forward copies its tokens to ctx->tokens[n_past..]: the same values here */
+        int rc = nano_forward(ctx, ctx->tokens + i, T, NULL);
+        if (rc) { ctx->n_past = 0; ctx->have_logits = 0; return -rc; }
+    }
+    return 0;
+}
+
 /* ---- generation ------------------------------------------------------------- */
 NANO_API nano_generate_params nano_generate_default_params(void) {
     nano_generate_params p;
@@ -394,7 +480,15 @@ NANO_API int nano_generate(nano_context *ctx, const int32_t *prompt, int n_promp
         return nano_set_error(NANO_ERR_INVALID_ARG, "bad prompt array");
     if (gp->n_stop_ids < 0 || (gp->n_stop_ids > 0 && !gp->stop_ids))
         return nano_set_error(NANO_ERR_INVALID_ARG, "bad stop id array");
-    int rc = nano_sampler_check(&gp->sampler);
+    size_t stop_max = 0;
+    int rc = nano_stop_strings_check(gp->stop_strings, gp->n_stop_strings, &stop_max);
+    if (rc) return rc;
+    if (gp->n_stop_strings > 0 && !gp->tokenizer)
+        return nano_set_error(NANO_ERR_INVALID_ARG, "stop strings need the tokenizer (params.tokenizer)");
+    if (gp->context_shift && (gp->n_keep < 0 || gp->n_keep > ctx->n_ctx - 2))
+        return nano_set_error(NANO_ERR_INVALID_ARG, "n_keep must be between 0 and %d (context %d), got %d",
+                              ctx->n_ctx - 2, ctx->n_ctx, gp->n_keep);
+    rc = nano_sampler_check(&gp->sampler);
     if (rc) return rc;
     if (n_prompt == 0 && !ctx->have_logits)
         return nano_set_error(NANO_ERR_INVALID_ARG, "the prompt is empty");
@@ -402,6 +496,13 @@ NANO_API int nano_generate(nano_context *ctx, const int32_t *prompt, int n_promp
         return nano_set_error(NANO_ERR_CONTEXT_FULL, "prompt of %d tokens does not fit the context: "
                               "%d of %d positions are free", n_prompt, ctx->n_ctx - ctx->n_past,
                               ctx->n_ctx);
+    /* stop strings: the last stop_max - 1 bytes of output + the newest piece */
+    char *win = NULL;
+    size_t win_len = 0, win_cap = 0;
+    if (gp->n_stop_strings > 0) {
+        win_cap = 2 * stop_max + 64;
+        if (!(win = malloc(win_cap))) return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
+    }
     atomic_store(&ctx->cancel, 0);
     ctx->rng = gp->sampler.seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
     if (!ctx->rng) ctx->rng = 1;
@@ -411,17 +512,20 @@ NANO_API int nano_generate(nano_context *ctx, const int32_t *prompt, int n_promp
         rc = eval_tokens(ctx, prompt, n_prompt, NULL);
         if (rc == NANO_ERR_CANCELLED) {
             res->stop_reason = NANO_STOP_CANCELLED;
+            free(win);
             return NANO_OK;
         }
-        if (rc) return rc;
+        if (rc) { free(win); return rc; }
     }
     double t1 = nano_now();
     res->prefill_s = t1 - t0;
     ctx->prefill_tokens += n_prompt;
     ctx->prefill_s += t1 - t0;
+    /* Every generated token but the last is evaluated; the last only when the loop
+     * ends at a stop id (nano.h promises this; the text session relies on it). */
     int n = 0, reason = NANO_STOP_NONE;
     while (!reason) {
-        if (atomic_load(&ctx->cancel)) { reason = NANO_STOP_CANCELLED; break; }
+        if (n == 0 && atomic_load(&ctx->cancel)) { reason = NANO_STOP_CANCELLED; break; }
         int32_t tok = nano_sample(ctx, ctx->logits, &gp->sampler);
         int stop = 0;
         for (int i = 0; i < gp->n_stop_ids; i++) stop |= gp->stop_ids[i] == tok;
@@ -429,14 +533,43 @@ NANO_API int nano_generate(nano_context *ctx, const int32_t *prompt, int n_promp
         if (out_tokens) out_tokens[n] = tok;
         n++;
         if (gp->on_token && gp->on_token(gp->user, tok)) { reason = NANO_STOP_CALLBACK; break; }
+        if (win) {
+            const char *piece;
+            size_t pl;
+            rc = nano_token_piece(gp->tokenizer, tok, &piece, &pl);
+            if (rc) break;
+            if (win_len + pl > win_cap) {
+                char *w = realloc(win, win_len + pl + 64);
+                if (!w) { rc = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory"); break; }
+                win = w;
+                win_cap = win_len + pl + 64;
+            }
+            memcpy(win + win_len, piece, pl);
+            win_len += pl;
+            if (nano_stop_find(win, win_len, 0, gp->stop_strings, gp->n_stop_strings) >= 0) {
+                reason = NANO_STOP_STRING;
+                break;
+            }
+            if (win_len >= stop_max) { /* keep the last stop_max - 1 bytes */
+                memmove(win, win + win_len - (stop_max - 1), stop_max - 1);
+                win_len = stop_max - 1;
+            }
+        }
         if (n >= gp->max_tokens) { reason = NANO_STOP_LENGTH; break; }
-        if (ctx->n_past >= ctx->n_ctx) { reason = NANO_STOP_CONTEXT; break; }
         if (atomic_load(&ctx->cancel)) { reason = NANO_STOP_CANCELLED; break; }
+        if (ctx->n_past >= ctx->n_ctx) {
+            if (!gp->context_shift) { reason = NANO_STOP_CONTEXT; break; }
+            int sh = context_shift(ctx, gp->n_keep);
+            if (sh > 0) { reason = NANO_STOP_CONTEXT; break; }
+            if (sh < 0) { rc = -sh; break; }
+        }
         rc = eval_tokens(ctx, &tok, 1, NULL);
-        if (rc == NANO_ERR_CANCELLED) { reason = NANO_STOP_CANCELLED; break; }
-        if (rc) return rc;
+        if (rc == NANO_ERR_CANCELLED) { reason = NANO_STOP_CANCELLED; rc = 0; break; }
+        if (rc) break;
         ctx->decode_tokens++;
     }
+    free(win);
+    if (rc) return rc;
     double t2 = nano_now();
     res->n_generated = n;
     res->stop_reason = reason;

@@ -10,11 +10,21 @@
  * (length / callback / cancel); the session keeps such tokens "pending" and
  * feeds them first on the next call, so a conversation's KV cache always holds
  * exactly the text it has seen.
+ *
+ * Stop strings are matched here on the streamed text (whole characters, invalid
+ * bytes as U+FFFD): text that could be the start of a stop string is held back;
+ * on a match the text before it is streamed and generation stops. The matched
+ * tokens stay in the conversation (the KV cache holds what the model produced).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "tok_internal.h"
+
+/* stop-string helpers of engine.c (internal symbols) */
+int nano_stop_strings_check(const char *const *stops, int n, size_t *maxlen);
+long nano_stop_find(const char *s, size_t n, size_t from, const char *const *stops, int k);
+size_t nano_stop_partial(const char *s, size_t n, const char *const *stops, int k);
 
 struct nano_text_model {
     nano_model *model;
@@ -191,14 +201,58 @@ typedef struct {
     const nano_text_params *p;
     nano_detok_stream ds;
     int err;
+    /* stop strings: the streamed text so far, how much of it was handed out */
+    size_t stop_max;
+    char *text;
+    size_t len, cap, shown;
+    int matched;
 } text_stream;
+
+static int emit(text_stream *ts, int32_t token, size_t end) {
+    if (end < ts->shown) end = ts->shown;
+    int r = 0;
+    if (ts->p->on_text) {
+        char c = ts->text[end];
+        ts->text[end] = 0; /* text[len] is NUL-terminated for the callback */
+        r = ts->p->on_text(ts->p->user, token, ts->text + ts->shown, end - ts->shown);
+        ts->text[end] = c;
+    }
+    ts->shown = end;
+    return r;
+}
+
+static int append_text(text_stream *ts, const char *text, size_t len) {
+    if (ts->len + len + 1 > ts->cap) {
+        size_t cap = (ts->len + len + 1) * 2 + 64;
+        char *t = realloc(ts->text, cap);
+        if (!t) return -1;
+        ts->text = t;
+        ts->cap = cap;
+    }
+    memcpy(ts->text + ts->len, text, len);
+    ts->len += len;
+    ts->text[ts->len] = 0;
+    return 0;
+}
 
 static int on_token(void *user, int32_t token) {
     text_stream *ts = user;
     const char *text;
     size_t len;
     if (nano_detok_stream_push(&ts->ds, token, &text, &len) != NANO_OK) { ts->err = 1; return 1; }
-    return ts->p->on_text ? ts->p->on_text(ts->p->user, token, text, len) : 0;
+    const nano_text_params *p = ts->p;
+    if (p->n_stop_strings <= 0) return p->on_text ? p->on_text(p->user, token, text, len) : 0;
+    size_t before = ts->len;
+    if (append_text(ts, text, len)) { ts->err = 1; return 1; }
+    size_t from = before >= ts->stop_max - 1 ? before - (ts->stop_max - 1) : 0;
+    long at = nano_stop_find(ts->text, ts->len, from, p->stop_strings, p->n_stop_strings);
+    if (at >= 0) {
+        ts->matched = 1;
+        emit(ts, token, (size_t)at);
+        return 1;
+    }
+    return emit(ts, token, ts->len - nano_stop_partial(ts->text, ts->len, p->stop_strings,
+                                                       p->n_stop_strings));
 }
 
 /* ---- generation ------------------------------------------------------------------- */
@@ -220,6 +274,9 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
                nano_generate_result *res) {
     const nano_tokenizer *tok = s->tm->tok;
     if (p->max_tokens < 1) return nano_set_error(NANO_ERR_INVALID_ARG, "max_tokens must be >= 1");
+    size_t stop_max = 0;
+    int st = nano_stop_strings_check(p->stop_strings, p->n_stop_strings, &stop_max);
+    if (st) return st;
     int n_prompt = s->n_pending + n;
     int32_t *prompt = malloc(((size_t)n_prompt + 1) * sizeof *prompt);
     int32_t *out = malloc((size_t)p->max_tokens * sizeof *out);
@@ -227,7 +284,7 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
     if (s->n_pending) memcpy(prompt, s->pending, (size_t)s->n_pending * sizeof *prompt);
     if (n) memcpy(prompt + s->n_pending, ids, (size_t)n * sizeof *prompt);
 
-    text_stream ts = {.p = p, .ds = {.tok = tok}};
+    text_stream ts = {.p = p, .ds = {.tok = tok}, .stop_max = stop_max};
     nano_generate_params gp = nano_generate_default_params();
     gp.max_tokens = p->max_tokens;
     gp.sampler = p->sampler;
@@ -235,26 +292,31 @@ static int run(nano_text_session *s, const int32_t *ids, int n, const nano_text_
     gp.n_stop_ids = tok->n_stop_ids;
     gp.on_token = on_token;
     gp.user = &ts;
+    gp.context_shift = p->context_shift;
+    gp.n_keep = p->n_keep;
     nano_generate_result r;
-    int n_before = nano_context_n_past(s->ctx, NULL);
-    int st = nano_generate(s->ctx, prompt, n_prompt, &gp, out, p->max_tokens, &r);
-    if (st == NANO_OK && ts.ds.n_tail) { /* ended inside a character: one U+FFFD */
+    st = nano_generate(s->ctx, prompt, n_prompt, &gp, out, p->max_tokens, &r);
+    if (st == NANO_OK && !ts.matched && ts.ds.n_tail) { /* ended inside a character: one U+FFFD */
         const char *text;
         size_t len;
         if (nano_detok_stream_flush(&ts.ds, &text, &len) != NANO_OK) ts.err = 1;
+        else if (p->n_stop_strings > 0) { if (append_text(&ts, text, len)) ts.err = 1; }
         else if (p->on_text && len) p->on_text(p->user, -1, text, len);
     }
+    if (st == NANO_OK && !ts.err && !ts.matched && ts.shown < ts.len) emit(&ts, -1, ts.len); /* held back */
     if (st == NANO_OK && ts.err) st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
     if (st == NANO_OK) {
-        /* tokens the engine sampled but did not evaluate stay pending */
-        int in_kv = nano_context_n_past(s->ctx, NULL) - n_before - r.n_prompt;
+        if (ts.matched && r.stop_reason == NANO_STOP_CALLBACK) r.stop_reason = NANO_STOP_STRING;
+        /* nano_generate evaluates every generated token but the last, and the last
+         * too when it stopped at a stop id: a token not evaluated stays pending */
         if (r.n_prompt == n_prompt) s->n_pending = 0;
-        int missing = r.n_generated - (in_kv > 0 ? in_kv : 0);
-        if (missing > 0 && pending_push(s, out + r.n_generated - missing, missing))
+        int missing = r.n_generated > 0 && r.stop_reason != NANO_STOP_TOKEN;
+        if (missing && pending_push(s, out + r.n_generated - 1, 1))
             st = nano_set_error(NANO_ERR_NO_MEMORY, "out of memory");
         if (res) *res = r;
     }
     free(ts.ds.out);
+    free(ts.text);
     free(prompt);
     free(out);
     return st;

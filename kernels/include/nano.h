@@ -164,8 +164,12 @@ enum {
     NANO_STOP_TOKEN = 2,     /* a stop id was sampled (not emitted)       */
     NANO_STOP_CONTEXT = 3,   /* the context is full                       */
     NANO_STOP_CANCELLED = 4, /* nano_context_cancel()                     */
-    NANO_STOP_CALLBACK = 5   /* the token callback returned non-zero      */
+    NANO_STOP_CALLBACK = 5,  /* the token callback returned non-zero      */
+    NANO_STOP_STRING = 6     /* a stop string appeared in the output text */
 };
+/* Limits of nano_generate_params / nano_text_params stop strings. */
+#define NANO_MAX_STOP_STRINGS 16
+#define NANO_MAX_STOP_STRING_BYTES 256
 NANO_API const char *nano_stop_reason_name(int reason); /* [any] */
 
 /* Called once per generated token, in the generating thread; return non-zero to stop. */
@@ -178,6 +182,22 @@ typedef struct {
     int n_stop_ids;
     nano_token_fn on_token;      /* NULL = no streaming */
     void *user;
+    /* ---- added after 0.1 (new fields stay at the end: the ABI is additive) ---- */
+    /* Stop strings: generation ends (NANO_STOP_STRING) as soon as the bytes of the
+     * generated tokens (nano_token_piece of `tokenizer`) contain one of them. The
+     * token completing the match is the last one in out_tokens / on_token; the text
+     * to show ends where the first occurrence begins (nano_text_generate cuts it and
+     * holds back streamed text that could be the start of a stop string). Each is
+     * non-empty valid UTF-8 of at most NANO_MAX_STOP_STRING_BYTES bytes. */
+    const struct nano_tokenizer *tokenizer; /* needed when n_stop_strings > 0      */
+    const char *const *stop_strings;        /* [n_stop_strings]                    */
+    int n_stop_strings;                     /* 0..NANO_MAX_STOP_STRINGS            */
+    /* Sliding context (opt-in): when the context is full while generating, keep
+     * the first n_keep tokens (BOS / system prompt), drop the oldest half of the
+     * rest, re-evaluate what is kept (exact: the cache then equals a fresh eval of
+     * those tokens) and continue. 0: stop with NANO_STOP_CONTEXT instead. */
+    int context_shift;
+    int n_keep;                             /* 0 <= n_keep <= n_ctx - 2            */
 } nano_generate_params;
 
 NANO_API nano_generate_params nano_generate_default_params(void); /* [any] */
@@ -189,11 +209,13 @@ typedef struct {
 } nano_generate_result;
 
 /* Append the prompt (may be empty if the context already holds tokens and
- * logits), then sample up to max_tokens. out_tokens [out_cap] receives the
+ * logits), then sample up to max_tokens. Every generated token but the last is in
+ * the context afterwards; the last one too only when stop_reason is NANO_STOP_TOKEN
+ * (the stop id itself is never evaluated). out_tokens [out_cap] receives the
  * generated ids (out_cap >= max_tokens, or NULL). A prompt that does not fit
  * the remaining context returns NANO_ERR_CONTEXT_FULL before evaluating
  * anything; running out of context while generating ends with
- * NANO_STOP_CONTEXT. [ctx] */
+ * NANO_STOP_CONTEXT (or shifts the context, see context_shift). [ctx] */
 NANO_API int nano_generate(nano_context *ctx, const int32_t *prompt, int n_prompt,
                            const nano_generate_params *params, int32_t *out_tokens, int out_cap,
                            nano_generate_result *result);

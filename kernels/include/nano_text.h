@@ -115,7 +115,9 @@ NANO_API const nano_tokenizer *nano_text_model_tokenizer(const nano_text_model *
 
 /* Called once per generated token (stop tokens are not passed), in the generating
  * thread. text[len] holds only whole UTF-8 characters: the bytes of a character
- * split across tokens arrive with the token that completes it (len may be 0).
+ * split across tokens arrive with the token that completes it (len may be 0);
+ * with stop strings, text is held back while it could start one, and the token
+ * that completes a stop string brings only the text before it.
  * Invalid bytes arrive as U+FFFD, so the concatenation is always valid UTF-8.
  * If generation ends inside a character, one last call with token -1 carries
  * U+FFFD. Return non-zero to stop (NANO_STOP_CALLBACK). */
@@ -126,6 +128,16 @@ typedef struct {
     nano_sampler_params sampler; /* default: greedy                       */
     nano_text_fn on_text;        /* NULL = no streaming                   */
     void *user;
+    /* ---- added after 0.1 (at the end: the ABI is additive) ---- */
+    /* Stop strings (see nano_generate_params): generation ends with NANO_STOP_STRING
+     * when the output text contains one; the stop string and what follows it are
+     * not streamed. Text that could be the start of a stop string is held back
+     * until it is known not to be (llama.cpp server's rule); when generation ends
+     * otherwise, the held text arrives in one last call with token -1. */
+    const char *const *stop_strings; /* [n_stop_strings], non-empty UTF-8      */
+    int n_stop_strings;              /* 0..NANO_MAX_STOP_STRINGS              */
+    int context_shift;               /* 1: sliding context (nano_generate_params) */
+    int n_keep;                      /* tokens kept at the start on a shift    */
 } nano_text_params;
 
 NANO_API nano_text_params nano_text_default_params(void); /* [any] */

@@ -20,6 +20,8 @@ def add_arguments(p):
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repetition-penalty", type=float, default=1.1)
     p.add_argument("--seed", type=int, default=0)
+    from .generate import add_context_shift_args
+    add_context_shift_args(p)
     add_backend_args(p, default="native")
     from ..engine import add_native_args
     add_native_args(p, precise_default=True)  # chat: answers as the reference gives them
@@ -29,14 +31,39 @@ def run(args):
     if args.max_tokens < 1:
         from ..errors import NanoError
         raise NanoError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    if args.keep is not None and args.keep < 0:
+        from ..errors import NanoError
+        raise NanoError(f"--keep must be >= 0, got {args.keep}")
     if args.backend == "native":  # no torch import on this path
         from ..engine import check_native_threads, native_chat, sampling_from_args
         params = sampling_from_args(args)
         check_native_threads(args.threads)
         return native_chat(args, params)
+    if args.context_shift:
+        from ..errors import NanoError
+        raise NanoError("--context-shift needs the native backend (--backend native)")
     params = sampling_params(args)
     check_threads(args)
     return torch_chat(args, params)
+
+
+def _command(line: str, reset, stats) -> str:
+    """The slash commands of both chat loops. "exit", "done" (handled: read the next line)
+    or "message" (send it to the model). reset() forgets the conversation, stats() -> str."""
+    if line in ("/exit", "/quit"):
+        return "exit"
+    if line == "/help":
+        print(HELP_TEXT)
+    elif line == "/reset":
+        reset()
+        print("(conversation reset)")
+    elif line == "/stats":
+        print(stats())
+    elif line.startswith("/"):
+        print(f"unknown command {line.split()[0]}; {HELP_TEXT}")
+    else:
+        return "message"
+    return "done"
 
 
 def _read_line(prompt="> "):
@@ -69,7 +96,9 @@ def chat_loop(eng, args, params):
     if eng.tokenizer is None or not eng.tokenizer.chat_template:
         from ..errors import NanoError
         raise NanoError(f"{args.model} has no chat template; use `nano generate`")
-    session = eng.chat_session(system=args.system, sampling=params, max_tokens=args.max_tokens)
+    session = eng.chat_session(system=args.system, sampling=params, max_tokens=args.max_tokens,
+                               context_shift=getattr(args, "context_shift", False),
+                               keep=getattr(args, "keep", None))
     plan = eng.plan
     sys.stderr.write(f"nano chat: {args.model} (native, {eng.info['family']}, context "
                      f"{plan['n_ctx']} tokens, KV {plan['kv_type']}). {HELP_TEXT}\n")
@@ -80,20 +109,10 @@ def chat_loop(eng, args, params):
             return 0
         if not line:
             continue
-        if line in ("/exit", "/quit"):
+        what = _command(line, session.reset, lambda: _format_stats(eng, session))
+        if what == "exit":
             return 0
-        if line == "/help":
-            print(HELP_TEXT)
-            continue
-        if line == "/reset":
-            session.reset()
-            print("(conversation reset)")
-            continue
-        if line == "/stats":
-            print(_format_stats(eng, session))
-            continue
-        if line.startswith("/"):
-            print(f"unknown command {line.split()[0]}; {HELP_TEXT}")
+        if what == "done":
             continue
         try:
             for piece in session.send(line):
@@ -117,29 +136,16 @@ def torch_chat(args, params):
     sys.stderr.write(f"nano chat: {lm.config.name} (torch backend). {HELP_TEXT}\n")
     history, stats = [], {}
     while True:
-        try:
-            sys.stdout.write("> ")
-            sys.stdout.flush()
-            line = sys.stdin.readline()
-        except KeyboardInterrupt:
+        line = _read_line()
+        if line is None:
             sys.stdout.write("\n")
-            continue
-        if not line:
             return 0
-        line = line.strip()
         if not line:
             continue
-        if line in ("/exit", "/quit"):
+        what = _command(line, history.clear, lambda: str(stats or "(no reply yet)"))
+        if what == "exit":
             return 0
-        if line == "/help":
-            print(HELP_TEXT)
-            continue
-        if line == "/reset":
-            history = []
-            print("(conversation reset)")
-            continue
-        if line == "/stats":
-            print(stats or "(no reply yet)")
+        if what == "done":
             continue
         msgs = ([{"role": "system", "content": args.system}] if args.system else []) + history + \
             [{"role": "user", "content": line}]
