@@ -143,156 +143,73 @@ static void rope_apply(float *x, const float *cs, int hd) {
     }
 }
 
-/* ---- attention -------------------------------------------------------------- */
+/* ---- attention --------------------------------------------------------------
+ * One task per (query row t, head h), ordered kv head major so the queries sharing a kv
+ * head run back to back on cached K/V rows. Scores over the whole key range [lo, p] go to
+ * the thread's ctx->scores row (n_ctx floats), then an exact two-pass softmax and the
+ * weighted sum of V. The key range is walked in runs of contiguous cache slots (a ring
+ * buffer wraps at most once), each run through the vectorized inner loops of
+ * nano_attn_ops (kernels/src/attn*.c). Decode (T = 1) and prefill share it. */
 typedef struct {
     nano_context *ctx;
     int layer, T, pos0;
+    const nano_attn_ops *ops;
 } attn_job;
 
 static void attn_task(void *arg, int tid, int nth) {
     attn_job *j = arg;
     nano_context *ctx = j->ctx;
+    const nano_attn_ops *ops = j->ops;
     const nano_config *c = &ctx->model->cfg;
     const nano_layer *L = &ctx->model->layers[j->layer];
-    int H = c->n_heads, hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
-    int qdim = H * hd, cap = ctx->cap[j->layer];
-    float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
+    const int H = c->n_heads, hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
+    const int qdim = H * hd, cap = ctx->cap[j->layer], T = j->T, l = j->layer;
+    const int f16 = ctx->kv_type == NANO_KV_F16;
+    const float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
     float *sc = ctx->scores + (size_t)tid * ctx->n_ctx;
-    for (int i = tid; i < j->T * H; i += nth) {
-        int t = i / H, h = i % H, p = j->pos0 + t, kvh = h / rep;
+    for (int i = tid; i < T * H; i += nth) {
+        const int kvh = i / (T * rep), rem = i % (T * rep);
+        const int t = rem / rep, h = kvh * rep + rem % rep, p = j->pos0 + t;
         const float *q = ctx->q + (size_t)t * qdim + (size_t)h * hd;
-        int lo = L->window ? (p - L->window + 1 > 0 ? p - L->window + 1 : 0) : 0;
-        float mx = -INFINITY;
-        for (int pos = lo; pos <= p; pos++) {
-            size_t slot = (size_t)kvh * cap + (size_t)(pos % cap);
-            float s = 0;
-            if (ctx->kv_type == NANO_KV_F16) {
-                const uint16_t *k = ctx->k16[j->layer] + slot * hd;
-                for (int d = 0; d < hd; d++) s += q[d] * F16_TABLE[k[d]];
-            } else {
-                const int8_t *k = ctx->k8[j->layer] + slot * hd;
-                for (int d = 0; d < hd; d++) s += q[d] * (float)k[d];
-                s *= ctx->ks[j->layer][slot];
-            }
-            s *= scale;
-            sc[pos - lo] = s;
-            if (s > mx) mx = s;
+        const int lo = L->window ? (p - L->window + 1 > 0 ? p - L->window + 1 : 0) : 0;
+        const size_t base = (size_t)kvh * cap;
+        for (int pos = lo; pos <= p;) {
+            const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
+            const size_t slot = base + (size_t)s0;
+            if (f16) ops->scores_f16(q, ctx->k16[l] + slot * hd, len, hd, scale, sc + (pos - lo));
+            else ops->scores_i8(q, ctx->k8[l] + slot * hd, ctx->ks[l] + slot, len, hd, scale,
+                                sc + (pos - lo));
+            pos += len;
         }
+        const int n = p - lo + 1;
+        float mx = -INFINITY;
+        for (int r = 0; r < n; r++) mx = sc[r] > mx ? sc[r] : mx;
         float sum = 0;
-        for (int pos = lo; pos <= p; pos++) {
-            float e = expf(sc[pos - lo] - mx);
-            sc[pos - lo] = e;
+        for (int r = 0; r < n; r++) {
+            const float e = expf(sc[r] - mx);
+            sc[r] = e;
             sum += e;
         }
-        float inv = 1.0f / sum;
+        const float inv = 1.0f / sum;
+        for (int r = 0; r < n; r++) sc[r] *= inv;
         float *out = ctx->att + (size_t)t * qdim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
-        for (int pos = lo; pos <= p; pos++) {
-            size_t slot = (size_t)kvh * cap + (size_t)(pos % cap);
-            float w = sc[pos - lo] * inv;
-            if (ctx->kv_type == NANO_KV_F16) {
-                const uint16_t *v = ctx->v16[j->layer] + slot * hd;
-                for (int d = 0; d < hd; d++) out[d] += w * F16_TABLE[v[d]];
-            } else {
-                const int8_t *v = ctx->v8[j->layer] + slot * hd;
-                w *= ctx->vs[j->layer][slot];
-                for (int d = 0; d < hd; d++) out[d] += w * (float)v[d];
-            }
+        for (int pos = lo; pos <= p;) {
+            const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
+            const size_t slot = base + (size_t)s0;
+            if (f16) ops->accum_f16(sc + (pos - lo), ctx->v16[l] + slot * hd, len, hd, out);
+            else ops->accum_i8(sc + (pos - lo), ctx->v8[l] + slot * hd, ctx->vs[l] + slot, len, hd,
+                               out);
+            pos += len;
         }
     }
 }
 
-/* Prefill attention, tiled (flash-attention style online softmax): one task per
- * (kv head, block of ATT_QB queries); keys/values are converted to fp32 once per tile of
- * ATT_TILE positions and reused by every query of the block and every query head sharing
- * the kv head. Scratch per thread: ctx->attn_scratch (see nano_attn_scratch_floats). */
-#define ATT_TILE 32
-#define ATT_QB 16
-
-static inline float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
+/* attention needs no scratch beyond ctx->scores now; kept for the engine's memory plan */
 size_t nano_attn_scratch_floats(int head_dim, int n_heads) {
-    return (size_t)2 * ATT_TILE * head_dim + (size_t)2 * ATT_QB * n_heads + ATT_TILE;
-}
-
-static void attn_prefill_task(void *arg, int tid, int nth) {
-    attn_job *j = arg;
-    nano_context *ctx = j->ctx;
-    const nano_config *c = &ctx->model->cfg;
-    const nano_layer *L = &ctx->model->layers[j->layer];
-    int H = c->n_heads, hd = c->head_dim, nkv = c->n_kv_heads, rep = H / nkv;
-    int qdim = H * hd, cap = ctx->cap[j->layer], W = L->window;
-    float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
-    float *kt = ctx->attn_scratch + (size_t)tid * ctx->attn_scratch_floats;
-    float *vt = kt + (size_t)ATT_TILE * hd;
-    float *mx = vt + (size_t)ATT_TILE * hd, *sum = mx + ATT_QB * rep, *s = sum + ATT_QB * rep;
-    int nqb = (j->T + ATT_QB - 1) / ATT_QB;
-    for (int task = tid; task < nkv * nqb; task += nth) {
-        int kvh = task / nqb, t0 = (task % nqb) * ATT_QB;
-        int t1 = t0 + ATT_QB < j->T ? t0 + ATT_QB : j->T, nq = (t1 - t0) * rep;
-        int p_first = j->pos0 + t0, p_last = j->pos0 + t1 - 1;
-        int lo = W ? (p_first - W + 1 > 0 ? p_first - W + 1 : 0) : 0;
-        for (int i = 0; i < nq; i++) {
-            int t = t0 + i / rep, h = kvh * rep + i % rep;
-            mx[i] = -INFINITY;
-            sum[i] = 0;
-            memset(ctx->att + (size_t)t * qdim + (size_t)h * hd, 0, (size_t)hd * sizeof(float));
-        }
-        for (int j0 = lo; j0 <= p_last; j0 += ATT_TILE) {
-            int jn = p_last - j0 + 1 < ATT_TILE ? p_last - j0 + 1 : ATT_TILE;
-            for (int r = 0; r < jn; r++) {
-                size_t slot = (size_t)kvh * cap + (size_t)((j0 + r) % cap);
-                float *kd = kt + (size_t)r * hd, *vd = vt + (size_t)r * hd;
-                if (ctx->kv_type == NANO_KV_F16) {
-                    const uint16_t *k = ctx->k16[j->layer] + slot * hd, *v = ctx->v16[j->layer] + slot * hd;
-                    for (int d = 0; d < hd; d++) { kd[d] = F16_TABLE[k[d]]; vd[d] = F16_TABLE[v[d]]; }
-                } else {
-                    const int8_t *k = ctx->k8[j->layer] + slot * hd, *v = ctx->v8[j->layer] + slot * hd;
-                    float ks = ctx->ks[j->layer][slot], vs = ctx->vs[j->layer][slot];
-                    for (int d = 0; d < hd; d++) { kd[d] = ks * (float)k[d]; vd[d] = vs * (float)v[d]; }
-                }
-            }
-            for (int i = 0; i < nq; i++) {
-                int t = t0 + i / rep, h = kvh * rep + i % rep, p = j->pos0 + t;
-                int qlo = W ? (p - W + 1 > 0 ? p - W + 1 : 0) : 0;
-                int a = j0 > qlo ? j0 : qlo, b = j0 + jn - 1 < p ? j0 + jn - 1 : p;
-                if (a > b) continue;
-                const float *q = ctx->q + (size_t)t * qdim + (size_t)h * hd;
-                float *out = ctx->att + (size_t)t * qdim + (size_t)h * hd;
-                float m_new = mx[i];
-                for (int pos = a; pos <= b; pos++) {
-                    float v = dot_f32(q, kt + (size_t)(pos - j0) * hd, hd) * scale;
-                    s[pos - a] = v;
-                    if (v > m_new) m_new = v;
-                }
-                float corr = expf(mx[i] - m_new); /* 0 on the first tile (-inf) */
-                if (corr != 1.0f) {
-                    sum[i] *= corr;
-                    for (int d = 0; d < hd; d++) out[d] *= corr;
-                }
-                mx[i] = m_new;
-                for (int pos = a; pos <= b; pos++) {
-                    float e = expf(s[pos - a] - m_new);
-                    sum[i] += e;
-                    const float *vv = vt + (size_t)(pos - j0) * hd;
-                    for (int d = 0; d < hd; d++) out[d] += e * vv[d];
-                }
-            }
-        }
-        for (int i = 0; i < nq; i++) {
-            int t = t0 + i / rep, h = kvh * rep + i % rep;
-            float *out = ctx->att + (size_t)t * qdim + (size_t)h * hd, inv = 1.0f / sum[i];
-            for (int d = 0; d < hd; d++) out[d] *= inv;
-        }
-    }
+    (void)head_dim;
+    (void)n_heads;
+    return 16;
 }
 
 static void kv_store(nano_context *ctx, int l, int T, int pos0) {
@@ -351,8 +268,8 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
         }
     }
     kv_store(ctx, l, T, pos0);
-    attn_job job = {ctx, l, T, pos0};
-    if ((rc = nano_pool_run(ctx->pool, T > 1 ? attn_prefill_task : attn_task, &job)))
+    attn_job job = {ctx, l, T, pos0, nano_attn_ops_get(hd)};
+    if ((rc = nano_pool_run(ctx->pool, attn_task, &job)))
         return nano_set_error(NANO_ERR_KERNEL, "thread pool: %s", nano_kernel_status_string(rc));
     if ((rc = nano_linear_matmul(ctx, &L->wo, ctx->att, ctx->h, T, 0))) return rc;
     for (int t = 0; t < T; t++) {

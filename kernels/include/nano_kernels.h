@@ -119,6 +119,20 @@ NANO_API int nano_q8_matmul_q8act(const nano_q8_matrix *w, const nano_q8_act *x,
 NANO_API int nano_q4_dequant_row(const nano_q4_matrix *w, int row, float *out);
 NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out);
 
+/* ---- attention inner loops (used by the engine; not exported) -------------- */
+/* scores: out[r] = scale * dot(q, k row r) [* ks[r]]   (rows of hd values, contiguous)
+ * accum : out[d] += sum_r w[r] [* vs[r]] * v[r][d]
+ * fp16 rows or int8 rows with a per-row scale. */
+typedef struct {
+    void (*scores_f16)(const float *q, const uint16_t *k, int rows, int hd, float scale, float *out);
+    void (*accum_f16)(const float *w, const uint16_t *v, int rows, int hd, float *out);
+    void (*scores_i8)(const float *q, const int8_t *k, const float *ks, int rows, int hd,
+                      float scale, float *out);
+    void (*accum_i8)(const float *w, const int8_t *v, const float *vs, int rows, int hd, float *out);
+} nano_attn_ops;
+/* The best implementation for the active kernel variant and this head_dim. */
+const nano_attn_ops *nano_attn_ops_get(int head_dim);
+
 /* ---- fp16 <-> fp32 (IEEE binary16, round to nearest even) ---------------- */
 NANO_API float nano_fp16_to_fp32(uint16_t h);
 NANO_API uint16_t nano_fp32_to_fp16(float f);

@@ -34,6 +34,11 @@ extern const nano_kernel_table nano_kernels_neon;
 extern const nano_kernel_table nano_kernels_neondot;
 #endif
 
+extern const nano_attn_ops nano_attn_ops_c;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const nano_attn_ops nano_attn_ops_avx2;
+#endif
+
 /* Run fn(arg, chunk, n_chunks) for every chunk in [0, n_chunks), claimed dynamically by
  * the pool's threads (pool.c). */
 int nano_pool_run_chunks(nano_pool *pool, nano_pool_fn fn, void *arg, int n_chunks);

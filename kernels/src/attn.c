@@ -1,0 +1,55 @@
+/* attn.c - attention inner loops for the engine (kernels/engine/forward.c): scores of one
+ * query against a run of cached keys and the weighted sum of a run of cached values, for
+ * fp16, int8 (per-row scale) and fp32 rows. Plain C here (the reference, and what NEON
+ * builds use: the compiler vectorizes these loops); attn_avx2.c has the F16C/FMA versions.
+ * Chosen per call from the active kernel variant. fp results may differ from the plain
+ * loops in summation order only. */
+#include "kernels_internal.h"
+
+static void scores_f16_c(const float *q, const uint16_t *k, int rows, int hd, float scale,
+                         float *out) {
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *kr = k + (size_t)r * hd;
+        float s = 0;
+        for (int d = 0; d < hd; d++) s += q[d] * nano_h2f(kr[d]);
+        out[r] = s * scale;
+    }
+}
+
+static void accum_f16_c(const float *w, const uint16_t *v, int rows, int hd, float *out) {
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *vr = v + (size_t)r * hd;
+        for (int d = 0; d < hd; d++) out[d] += w[r] * nano_h2f(vr[d]);
+    }
+}
+
+static void scores_i8_c(const float *q, const int8_t *k, const float *ks, int rows, int hd,
+                        float scale, float *out) {
+    for (int r = 0; r < rows; r++) {
+        const int8_t *kr = k + (size_t)r * hd;
+        float s = 0;
+        for (int d = 0; d < hd; d++) s += q[d] * (float)kr[d];
+        out[r] = s * ks[r] * scale;
+    }
+}
+
+static void accum_i8_c(const float *w, const int8_t *v, const float *vs, int rows, int hd,
+                       float *out) {
+    for (int r = 0; r < rows; r++) {
+        const int8_t *vr = v + (size_t)r * hd;
+        const float a = w[r] * vs[r];
+        for (int d = 0; d < hd; d++) out[d] += a * (float)vr[d];
+    }
+}
+
+const nano_attn_ops nano_attn_ops_c = {scores_f16_c, accum_f16_c, scores_i8_c, accum_i8_c};
+
+const nano_attn_ops *nano_attn_ops_get(int head_dim) {
+#if defined(__x86_64__) || defined(_M_X64)
+    const int v = nano_kernel_variant();
+    if ((v == NANO_VARIANT_AVX2 || v == NANO_VARIANT_AVX512) && head_dim % 16 == 0)
+        return &nano_attn_ops_avx2;
+#endif
+    (void)head_dim;
+    return &nano_attn_ops_c;
+}

@@ -1,0 +1,104 @@
+/* attn_avx2.c - AVX2/FMA/F16C attention inner loops (see attn.c); head_dim % 16 == 0. */
+#include <immintrin.h>
+
+#include "kernels_internal.h"
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define LDB(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
+
+/* Rows are taken two at a time so two independent FMA chains hide the latency. */
+static void scores_f16(const float *q, const uint16_t *k, int rows, int hd, float scale,
+                       float *out) {
+    int r = 0;
+    for (; r + 2 <= rows; r += 2) {
+        const uint16_t *k0 = k + (size_t)r * hd, *k1 = k0 + hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            const __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + d + 8);
+            a0 = _mm256_fmadd_ps(q0, LDH(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(q1, LDH(k0 + d + 8), a1);
+            b0 = _mm256_fmadd_ps(q0, LDH(k1 + d), b0);
+            b1 = _mm256_fmadd_ps(q1, LDH(k1 + d + 8), b1);
+        }
+        out[r] = hsum8(_mm256_add_ps(a0, a1)) * scale;
+        out[r + 1] = hsum8(_mm256_add_ps(b0, b1)) * scale;
+    }
+    for (; r < rows; r++) {
+        const uint16_t *k0 = k + (size_t)r * hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), LDH(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), LDH(k0 + d + 8), a1);
+        }
+        out[r] = hsum8(_mm256_add_ps(a0, a1)) * scale;
+    }
+}
+
+/* out[0..hd) += sum_r w[r] v[r]: out is kept in registers 64 columns at a time. */
+static void accum_f16(const float *w, const uint16_t *v, int rows, int hd, float *out) {
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 o0 = _mm256_loadu_ps(out + d), o1 = _mm256_loadu_ps(out + d + 8);
+        __m256 o2 = _mm256_loadu_ps(out + d + 16), o3 = _mm256_loadu_ps(out + d + 24);
+        for (int r = 0; r < rows; r++) {
+            const uint16_t *vr = v + (size_t)r * hd + d;
+            const __m256 a = _mm256_broadcast_ss(w + r);
+            o0 = _mm256_fmadd_ps(a, LDH(vr), o0);
+            o1 = _mm256_fmadd_ps(a, LDH(vr + 8), o1);
+            o2 = _mm256_fmadd_ps(a, LDH(vr + 16), o2);
+            o3 = _mm256_fmadd_ps(a, LDH(vr + 24), o3);
+        }
+        _mm256_storeu_ps(out + d, o0);
+        _mm256_storeu_ps(out + d + 8, o1);
+        _mm256_storeu_ps(out + d + 16, o2);
+        _mm256_storeu_ps(out + d + 24, o3);
+    }
+    for (; d < hd; d += 16) {
+        __m256 o0 = _mm256_loadu_ps(out + d), o1 = _mm256_loadu_ps(out + d + 8);
+        for (int r = 0; r < rows; r++) {
+            const uint16_t *vr = v + (size_t)r * hd + d;
+            const __m256 a = _mm256_broadcast_ss(w + r);
+            o0 = _mm256_fmadd_ps(a, LDH(vr), o0);
+            o1 = _mm256_fmadd_ps(a, LDH(vr + 8), o1);
+        }
+        _mm256_storeu_ps(out + d, o0);
+        _mm256_storeu_ps(out + d + 8, o1);
+    }
+}
+
+static void scores_i8(const float *q, const int8_t *k, const float *ks, int rows, int hd,
+                      float scale, float *out) {
+    for (int r = 0; r < rows; r++) {
+        const int8_t *k0 = k + (size_t)r * hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), LDB(k0 + d), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), LDB(k0 + d + 8), a1);
+        }
+        out[r] = hsum8(_mm256_add_ps(a0, a1)) * ks[r] * scale;
+    }
+}
+
+static void accum_i8(const float *w, const int8_t *v, const float *vs, int rows, int hd,
+                     float *out) {
+    for (int d = 0; d < hd; d += 16) {
+        __m256 o0 = _mm256_loadu_ps(out + d), o1 = _mm256_loadu_ps(out + d + 8);
+        for (int r = 0; r < rows; r++) {
+            const int8_t *vr = v + (size_t)r * hd + d;
+            const __m256 a = _mm256_set1_ps(w[r] * vs[r]);
+            o0 = _mm256_fmadd_ps(a, LDB(vr), o0);
+            o1 = _mm256_fmadd_ps(a, LDB(vr + 8), o1);
+        }
+        _mm256_storeu_ps(out + d, o0);
+        _mm256_storeu_ps(out + d + 8, o1);
+    }
+}
+
+const nano_attn_ops nano_attn_ops_avx2 = {scores_f16, accum_f16, scores_i8, accum_i8};
