@@ -63,6 +63,9 @@ ROWS = {
         ("GPTQ g64 asym", "nano", dict(method="gptq", group_size=64)),
         ("AWQ g64 asym", "nano", dict(method="awq", group_size=64)),
         ("RTN g64 asym", "nano", dict(method="rtn", group_size=64)),
+        ("GPTQ g64 sym", "nano", dict(method="gptq", group_size=64, symmetric=True)),
+        ("AWQ g64 sym", "nano", dict(method="awq", group_size=64, symmetric=True)),
+        ("RTN g64 sym", "nano", dict(method="rtn", group_size=64, symmetric=True)),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),

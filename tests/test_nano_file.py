@@ -57,9 +57,9 @@ def test_reference_model_matches_kernels_and_dequant(tiny):
     with torch.no_grad():
         a, b = lm_k.model(x), lm_d.model(x)
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
-    # and the dequantized model is the fp model with Q(W) in place of W
-    from nano_runtime.loader import load_model
-    fp = load_model("tiny-llama").model
+    # and the dequantized model is the fp model with Q(W) in place of W (the source's own
+    # random init: numpy's PCG64, see quant/sources.py)
+    fp = open_source("tiny-llama").load_model()
     with torch.no_grad():
         c = fp(x)
     assert (b - c).abs().max() < 0.25 * c.abs().max()

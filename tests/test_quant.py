@@ -216,3 +216,65 @@ def test_cli_calibrated_method_end_to_end(tmp_path):
     f = open_nano(str(out))
     assert f.recipe["method"] == "awq-gptq" and f.recipe["calib"] == "c.txt"
     assert f.recipe["act_order"] is True
+
+
+# --------------------------------------------------------------------------- numpy RTN path
+def test_numpy_rtn_matches_torch_rtn_bit_for_bit(smol_ckpt):
+    """The streamed (torch-free) RTN quantizer gives exactly core.py's torch codes, scales and
+    mins on real SmolLM2 layers, for every group size (576 % 128 != 0: a short last group),
+    both grids, and the int8 path."""
+    from nano_runtime.quant import rtn_np
+    for name in ("layers.0.attn.wv.weight", "layers.0.mlp.w_down.weight",
+                 "layers.29.mlp.w_gate.weight"):
+        w = smol_ckpt(name)
+        for g in (32, 64, 128):
+            for sym in (False, True):
+                a = core.quantize_q4(name, w, g, sym)
+                b = rtn_np.quantize_q4(name, w.numpy(), g, sym)
+                for x, y in zip(a, b):
+                    assert (x is None and y is None) or np.array_equal(x, y), (name, g, sym)
+        a, b = core.quantize_q8(name, w), rtn_np.quantize_q8(name, w.numpy())
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)), name
+    c = np.random.default_rng(0).integers(0, 16, (7, 96), dtype=np.uint8)
+    assert np.array_equal(kernels.pack_q4_codes(c), rtn_np.pack_q4_codes(c))
+
+
+def test_param_order_and_light_resolve_match_the_model_and_loader():
+    from nano_runtime import loader
+    from nano_runtime.config import ModelConfig
+    from nano_runtime.quant import sources
+    for name in cards.list_cards():
+        try:
+            cfg = ModelConfig.from_name(name)
+        except ValueError:  # config from the weights
+            cfg = sources.open_source(name).config
+        assert sources.param_shapes(cfg) == sources.param_shapes_torch(cfg), name
+        r = sources.resolve_light(name)
+        assert r is not None and r == loader.resolve(name), name
+
+
+def test_streamed_rtn_never_imports_torch(tmp_path):
+    """`nano quantize CARD --method rtn` runs numpy-only (the nano-1 peak-RSS budget has no
+    room for torch's ~190 MiB), and the file matches the torch-side stream's quantization."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = str(tmp_path / "t.nano")
+    code = ("import sys; from nano_runtime.cli import main\n"
+            "try:\n    main(['quantize', 'tiny-gemma3', '-o', %r, '--sym', '--group-size', '64'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)" % out)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "TORCH False" in r.stdout, r.stdout + r.stderr
+    from nano_runtime.formats import nano_file as nf
+    from nano_runtime.quant.sources import open_source
+    f = nf.open_nano(out)
+    src = open_source("tiny-gemma3")
+    for name, shape, chunks in src.stream():
+        w = torch.cat(list(chunks))
+        if len(shape) == 2 and name != "embed.weight":
+            qw, sc, mn = core.quantize_q4(name, w, 64, True)
+            p = name[:-len(".weight")]
+            assert mn is None and np.array_equal(f.tensors[p + ".qweight"], qw), name
+            assert np.array_equal(f.tensors[p + ".scales"], sc), name

@@ -20,18 +20,24 @@ import resource
 import time
 
 import numpy as np
-import torch
 
 from ..errors import NanoError
 from ..formats import nano_file as nf
 from ..progress import progress_bar
-from .core import (check_q4_shape, codes_for, dequant_codes, group_params, pack_from_codes,
-                   packed_entries, search_clip)
+from .rtn_np import check_q4_shape, packed_entries
 from .sources import open_source
 
 METHODS = ("rtn", "gptq", "awq", "awq-gptq", "gguf-exact")
 CALIBRATED = ("gptq", "awq", "awq-gptq")
-AWQ_TOKENS = 512  # calibration tokens sampled for the AWQ scale search (its cost is linear in it)
+_CALIBRATED_NAMES = ("AWQ_TOKENS", "_fold_norm_scale", "_sample_rows", "_hessian",
+                     "_LayerQuantizer", "calibrated_stream")
+
+
+def __getattr__(name):  # the calibrated half lives in calibrated.py (it needs torch)
+    if name in _CALIBRATED_NAMES:
+        from . import calibrated
+        return getattr(calibrated, name)
+    raise AttributeError(name)
 
 
 def peak_rss_mb() -> float:
@@ -39,9 +45,11 @@ def peak_rss_mb() -> float:
 
 
 def effective_norm(cfg, v) -> np.ndarray:
-    v = v.detach().float().clone() if isinstance(v, torch.Tensor) else \
-        torch.from_numpy(np.array(v, dtype=np.float32))
-    return (v + 1.0 if cfg.norm_unit_offset else v).numpy()
+    """The stored multiplier (1 + w for Gemma) as float32, from numpy or a torch tensor."""
+    if hasattr(v, "detach"):
+        v = v.detach().float().cpu().numpy()
+    v = np.array(v, dtype=np.float32)
+    return v + np.float32(1.0) if cfg.norm_unit_offset else v
 
 
 def make_recipe(cfg, method, group_size, symmetric, embed, head, calib_desc=None, **extra) -> dict:
@@ -75,11 +83,10 @@ def _concat_entries(parts: list) -> list:
 def rtn_stream(src, recipe):
     cfg = src.config
     g, sym = recipe["group_size"], recipe["symmetric"]
-    for name, shape, chunks in src.stream():
+    for name, shape, chunks in src.stream_np():
         if len(shape) == 1:
             v = next(chunks)
-            nf_check = torch.isfinite(v).all()
-            if not bool(nf_check):
+            if not np.isfinite(v).all():
                 raise NanoError(f"tensor {name} has NaN or Inf values; refusing to quantize it")
             yield name, effective_norm(cfg, v)
             continue
@@ -135,153 +142,6 @@ def exact_recipe_and_stream(src, recipe_kw):
     return recipe, stream()
 
 
-# --------------------------------------------------------------------------- calibrated
-def _fold_norm_scale(norm, s, unit_offset: bool):
-    """Divide a RMSNorm's effective multiplier by s (the next linears' columns get * s)."""
-    w = norm.weight.data.float()
-    eff = (1.0 + w) if unit_offset else w
-    eff = eff / s
-    norm.weight.data = (eff - 1.0 if unit_offset else eff).to(norm.weight.dtype)
-
-
-def _sample_rows(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    x = x.reshape(-1, x.shape[-1])
-    if x.shape[0] <= n:
-        return x
-    g = torch.Generator().manual_seed(seed)
-    return x[torch.randperm(x.shape[0], generator=g)[:n]]
-
-
-def _hessian(x: torch.Tensor) -> torch.Tensor:
-    X = x.reshape(-1, x.shape[-1]).float()
-    return (X.T @ X) * (2.0 / X.shape[0])
-
-
-class _LayerQuantizer:
-    def __init__(self, cfg, recipe, method, act_order, damp, packed):
-        self.cfg, self.recipe, self.method = cfg, recipe, method
-        self.g, self.sym = recipe["group_size"], recipe["symmetric"]
-        self.act_order, self.damp, self.packed = act_order, damp, packed
-        self.stats = {}
-
-    def quantize_linears(self, prefix, mods: dict, xin: torch.Tensor):
-        """Quantize linears sharing input xin [B, T, K]; weights replaced by Q(W)."""
-        from .gptq import gptq_quantize
-        H = _hessian(xin)
-        results = {}
-        if self.method in ("gptq", "awq-gptq"):
-            # rows are independent given H: one GPTQ pass over the stacked matrices
-            ws = [mod.weight.data.float() for mod in mods.values()]
-            codes, S, M = gptq_quantize(torch.cat(ws), H, self.g, self.sym, damp=self.damp,
-                                        act_order=self.act_order)
-            r0 = 0
-            for name, w in zip(mods, ws):
-                r1 = r0 + w.shape[0]
-                results[name] = (codes[r0:r1], S[r0:r1], None if M is None else M[r0:r1])
-                r0 = r1
-        for name, mod in mods.items():
-            w = mod.weight.data.float()
-            if name in results:
-                codes, S, M = results[name]
-            else:
-                clip = search_clip(w, self.g, self.sym, H)
-                S, M = group_params(w, self.g, self.sym, clip)
-                codes = codes_for(w, S, M, self.g)
-            wq = dequant_codes(codes, S, M, self.g)
-            d = w - wq
-            self.stats[prefix + name] = float(torch.einsum("ij,jk,ik->", d, H, d) / w.shape[0])
-            mod.weight.data = wq.to(mod.weight.dtype)
-            qw, sc, mn = pack_from_codes(codes, S, M)
-            e = [(f"{prefix}{name}.qweight", qw), (f"{prefix}{name}.scales", sc)]
-            self.packed[prefix + name] = e + ([] if mn is None else [(f"{prefix}{name}.mins", mn)])
-
-    @torch.no_grad()
-    def layer(self, i: int, blk, x: torch.Tensor, pos: torch.Tensor, mb: int = 4) -> torch.Tensor:
-        cfg, p = self.cfg, f"layers.{i}."
-        awq = self.method in ("awq", "awq-gptq")
-        uo = cfg.norm_unit_offset
-        from .awq import search_scales
-        # 1. q, k, v on attn_norm(x)
-        a = blk.attn
-        if awq:
-            s = search_scales(_sample_rows(blk.attn_norm(x), AWQ_TOKENS), [a.wq.weight, a.wk.weight,
-                              a.wv.weight], self.g, self.sym)
-            _fold_norm_scale(blk.attn_norm, s, uo)
-            for lin in (a.wq, a.wk, a.wv):
-                lin.weight.data *= s
-        xa = blk.attn_norm(x)
-        self.quantize_linears(p + "attn.", {"wq": a.wq, "wk": a.wk, "wv": a.wv}, xa)
-        # 2. wo on the attention output of the quantized q, k, v
-        wo = a.wo
-        a.wo = torch.nn.Identity()
-        ao = torch.cat([a(xa[b:b + mb], pos) for b in range(0, xa.shape[0], mb)])
-        a.wo = wo
-        del xa
-        self.quantize_linears(p + "attn.", {"wo": wo}, ao)
-        h = wo(ao)
-        del ao
-        if blk.post_norms:
-            h = blk.post_attn_norm(h)
-        x2 = x + h
-        # 3. gate, up on mlp_norm(x2); AWQ also scales down's input through w_up's rows
-        m = blk.mlp
-        act_fn = (lambda t: torch.nn.functional.gelu(t, approximate="tanh")) if m.gelu \
-            else torch.nn.functional.silu
-        if awq:
-            s = search_scales(_sample_rows(blk.mlp_norm(x2), AWQ_TOKENS), [m.w_gate.weight,
-                              m.w_up.weight], self.g, self.sym)
-            _fold_norm_scale(blk.mlp_norm, s, uo)
-            m.w_gate.weight.data *= s
-            m.w_up.weight.data *= s
-            xs = _sample_rows(blk.mlp_norm(x2), AWQ_TOKENS)
-            act = act_fn(m.w_gate(xs)) * m.w_up(xs)
-            s = search_scales(act, [m.w_down.weight], self.g, self.sym)
-            m.w_up.weight.data /= s[:, None]
-            m.w_down.weight.data *= s
-        xm = blk.mlp_norm(x2)
-        self.quantize_linears(p + "mlp.", {"w_gate": m.w_gate, "w_up": m.w_up}, xm)
-        act = act_fn(m.w_gate(xm)) * m.w_up(xm)
-        del xm
-        self.quantize_linears(p + "mlp.", {"w_down": m.w_down}, act)
-        h = m.w_down(act)
-        del act
-        if blk.post_norms:
-            h = blk.post_mlp_norm(h)
-        return x2 + h
-
-
-def calibrated_stream(src, recipe, method, tokens, act_order, damp, show_progress):
-    cfg = src.config
-    model = src.load_model()
-    model.eval()
-    packed = {}
-    lq = _LayerQuantizer(cfg, recipe, method, act_order, damp, packed)
-    with torch.no_grad():
-        x = model.embed(tokens)
-        if model.embed_scale != 1.0:
-            x = x * torch.tensor(model.embed_scale, dtype=x.dtype)
-        pos = torch.arange(tokens.shape[1])
-        with progress_bar(total=cfg.n_layers, desc=f"{method} layers", unit="layer",
-                          disable=not show_progress) as bar:
-            for i, blk in enumerate(model.layers):
-                x = lq.layer(i, blk, x, pos)
-                bar.update(1)
-    g, sym = recipe["group_size"], recipe["symmetric"]
-
-    def stream():
-        sd = dict(model.named_parameters())
-        for name, _ in nf.norm_shapes(cfg):
-            yield name, effective_norm(cfg, sd[name].detach())
-        yield from packed_entries("embed", nf.tensor_format(cfg, recipe, "embed"),
-                                  model.embed.weight.detach(), g, sym)
-        if not cfg.tie_embeddings:
-            yield from packed_entries("output", nf.tensor_format(cfg, recipe, "output"),
-                                      model.output.weight.detach(), g, sym)
-        for prefix in list(packed):
-            yield from packed.pop(prefix)
-    return stream(), lq.stats
-
-
 # --------------------------------------------------------------------------- entry point
 def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 32,
                    symmetric: bool = False, embed: str = "q8", head=None, calib=None,
@@ -320,6 +180,7 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
         recipe = make_recipe(cfg, method, group_size, symmetric, embed, head, calib_desc,
                              calib_tokens=int(tokens.numel()), act_order=bool(act_order),
                              damp=damp)
+        from .calibrated import calibrated_stream
         stream, stats = calibrated_stream(src, recipe, method, tokens, act_order, damp,
                                           show_progress)
     n_entries = len(nf.tensor_layout(cfg, recipe))
