@@ -15,7 +15,8 @@ over the same sequences in the same order:
          times its first step and sizes its cosine schedule to the budget
     ce   cross-entropy only, the same number of steps (same tokens, same schedule)
     cew  cross-entropy only, as many steps as fit in the same wall clock (the
-         teacher's cost counted): it times its own first step and sizes its schedule
+         teacher's cost counted): its cosine schedule follows training time and it
+         stops when the budget is spent
 
 Text: CPython's reference docs (nano_runtime.data): "train" for training, "eval"
 (disjoint topics) held out, scored in windows of 256 tokens (BOS + 255) like
@@ -133,7 +134,9 @@ def run_arm(a):
                 json.dump({"steps": steps, "step_s": tr.seconds, "cache_s": cache_s}, f)
             os.replace(plan + ".tmp", plan)
     dc.steps, dc.eval_every = steps, max(1, steps // a.evals)
-    dc.max_minutes = budget / 60 * 1.15 if a.arm != "ce" else 0
+    dc.max_minutes = budget / 60 * 1.15 if a.arm == "kd" else 0
+    if a.arm == "cew":      # the whole budget, whatever the load does to step times:
+        dc.steps, dc.schedule_minutes = 10 ** 6, budget / 60   # cosine over time, not steps
     print(f"{a.arm}: {steps} steps, budget {budget / 60:.1f} min", flush=True)
     res = tr.train()
     tr.save_student(os.path.join(out, "student"), tok)

@@ -364,3 +364,16 @@ def test_pad_hidden_keeps_the_function():
     x = tokens(2, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(build_model(cfg, sd)(x), t(x))
+
+
+def test_time_driven_schedule_decays_with_training_time():
+    from nano_runtime.distill.trainer import DistillConfig, lr_at
+    c = DistillConfig(steps=10 ** 6, lr=1e-3, warmup=2, min_lr_ratio=0.1, schedule_minutes=1.0)
+    assert lr_at(0, c) == pytest.approx(5e-4)                       # warmup is still by steps
+    assert lr_at(5, c, seconds=0.0) == pytest.approx(1e-3)
+    assert lr_at(5, c, seconds=30.0) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(5, c, seconds=60.0) == pytest.approx(1e-4)
+    assert lr_at(5, c, seconds=90.0) == pytest.approx(1e-4)          # clamped after the budget
+    s = DistillConfig(steps=12, lr=1e-3, warmup=2, min_lr_ratio=0.1)   # step-driven by default
+    assert lr_at(12, s, seconds=1e9) == pytest.approx(1e-4)
+    assert lr_at(7, s, seconds=1e9) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))

@@ -69,6 +69,8 @@ class DistillConfig:
     seed: int = 0
     parallel: str = "none"
     max_minutes: float = 0.0       # stop (and checkpoint) after this much training time
+    schedule_minutes: float = 0.0  # > 0: the cosine decay follows training time, not steps, and
+                                   # training ends when this much time is spent (steps = a cap)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -122,11 +124,15 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), True)
 
 
-def lr_at(step: int, c: DistillConfig) -> float:
-    """Linear warmup to lr, then cosine decay to lr * min_lr_ratio at the last step."""
+def lr_at(step: int, c: DistillConfig, seconds: float = 0.0) -> float:
+    """Linear warmup to lr, then cosine decay to lr * min_lr_ratio at the last step (or, with
+    schedule_minutes, at the end of that much training time: `seconds` spent so far)."""
     if step < c.warmup:
         return c.lr * (step + 1) / c.warmup
-    t = (step - c.warmup) / max(1, c.steps - c.warmup)
+    if c.schedule_minutes > 0:
+        t = seconds / (c.schedule_minutes * 60)
+    else:
+        t = (step - c.warmup) / max(1, c.steps - c.warmup)
     return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
@@ -369,7 +375,7 @@ class Trainer:
         stop_reason = "steps"
         while self.step < c.steps:
             t0 = time.perf_counter()
-            lr = lr_at(self.step, c)
+            lr = lr_at(self.step, c, self.seconds)
             for g in self.opt.param_groups:
                 g["lr"] = lr
             on_pol = c.on_policy > 0 and \
@@ -408,7 +414,8 @@ class Trainer:
             bar.set_postfix(loss=f"{tot:.3f}", tok_s=f"{tokens_per_step / dt:.0f}", refresh=False)
             bar.update(1)
             last = self.step == c.steps
-            out_of_time = c.max_minutes > 0 and self.seconds >= c.max_minutes * 60
+            out_of_time = (c.max_minutes > 0 and self.seconds >= c.max_minutes * 60) or \
+                (c.schedule_minutes > 0 and self.seconds >= c.schedule_minutes * 60)
             if c.eval_every and (self.step % c.eval_every == 0 or last or out_of_time):
                 ev = self.evaluate()
                 if ev:
