@@ -66,6 +66,10 @@ ROWS = {
         ("GPTQ g64 sym", "nano", dict(method="gptq", group_size=64, symmetric=True)),
         ("AWQ g64 sym", "nano", dict(method="awq", group_size=64, symmetric=True)),
         ("RTN g64 sym", "nano", dict(method="rtn", group_size=64, symmetric=True)),
+        ("GPTQ g64 sym + q8 sensitive (mixed)", "nano",
+         dict(method="gptq", group_size=64, symmetric=True, mixed=4.5)),
+        ("RTN g64 sym + q8 sensitive (mixed)", "nano",
+         dict(method="rtn", group_size=64, symmetric=True, mixed=4.5)),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
@@ -77,6 +81,8 @@ ROWS = {
         ("GPTQ g32 asym", "nano", dict(method="gptq", group_size=32)),
         ("AWQ g32 asym", "nano", dict(method="awq", group_size=32)),
         ("RTN g32 asym", "nano", dict(method="rtn", group_size=32)),
+        ("GPTQ g128 asym + q8 sensitive (mixed)", "nano",
+         dict(method="gptq", group_size=128, mixed=4.5)),
     ],
 }
 
@@ -97,6 +103,57 @@ def perplexity(model, windows) -> tuple:
 def eval_windows(tok, n_windows, ctx):
     ids = tok.encode(english_text("eval"), add_bos=False)
     return ppl_windows(ids, ctx, tok.bos_id if tok.add_bos else None)[:n_windows]
+
+
+# --------------------------------------------------------------------------- mixed precision
+def sensitivity(model_name: str, group_size: int, symmetric: bool, work: str) -> dict:
+    """{linear prefix: loss increase} when only that tensor is RTN-quantized (int4 at
+    group_size), on one 512-token window of the calib split (never the eval text)."""
+    from nano_runtime.quant import core
+    from nano_runtime.quant.calib import calib_batches
+    path = os.path.join(work, f"sens-{model_name}-g{group_size}{'s' if symmetric else 'a'}.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    lm = load_model(model_name)
+    model, cfg = lm.model.eval(), lm.config
+    x = calib_batches(lm.tokenizer, english_text("calib"), 1, 512)
+
+    @torch.no_grad()
+    def loss():
+        lg = model(x)[0, :-1].float()
+        return float(torch.nn.functional.cross_entropy(lg, x[0, 1:]))
+    base = loss()
+    mods = dict(model.named_modules())
+    out = {}
+    for prefix, _, _ in nf.linear_shapes(cfg):
+        lin = mods[prefix]
+        w = lin.weight.data.clone()
+        lin.weight.data = core.fake_quant(w.float(), group_size, symmetric).to(w.dtype)
+        out[prefix] = loss() - base
+        lin.weight.data = w
+        print(f"  {prefix}: {out[prefix]:+.5f}", file=sys.stderr, flush=True)
+    json.dump(out, open(path + ".tmp", "w"), indent=1)
+    os.replace(path + ".tmp", path)
+    return out
+
+
+def mixed_overrides(model_name: str, cfg, group_size: int, symmetric: bool, budget: float,
+                    work: str) -> dict:
+    """q8 overrides for the tensors with the largest loss increase per extra stored bit,
+    greedily, while the linear bpw (nf.bits_per_weight, exact) stays <= budget."""
+    sens = sensitivity(model_name, group_size, symmetric, work)
+    shapes = {p: n * k for p, n, k in nf.linear_shapes(cfg)}
+    order = sorted(sens, key=lambda p: -sens[p] / shapes[p])
+    ov = {}
+    base = dict(method="rtn", group_size=group_size, symmetric=symmetric, embed="q8",
+                head="tied" if cfg.tie_embeddings else "q8")
+    for p in order:
+        if sens[p] <= 0:
+            break
+        trial = dict(ov, **{p: "q8"})
+        if nf.bits_per_weight(cfg, dict(base, overrides=trial))["linear"] <= budget + 1e-9:
+            ov = trial
+    return ov
 
 
 # --------------------------------------------------------------------------- GGUF side
@@ -190,6 +247,13 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
         lm_cfg = None
     elif kind == "nano":
         out = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.nano")
+        opts = dict(opts)
+        budget = opts.pop("mixed", None)
+        if budget is not None:
+            cfg = load_model(model_name, with_model=False).config
+            opts["overrides"] = mixed_overrides(model_name, cfg, opts["group_size"],
+                                                opts.get("symmetric", False), budget, work)
+            info["q8_tensors"] = sorted(opts["overrides"])
         if not os.path.exists(out):
             res = quantize_model(model_name, out, n_calib=calib_seqs, show_progress=True, **opts)
             info["quant_seconds"] = round(res["seconds"], 1)

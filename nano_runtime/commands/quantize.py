@@ -1,5 +1,6 @@
 """nano quantize MODEL -o OUT.nano [--method rtn|gptq|awq|awq-gptq|gguf-exact] [--group-size G]
-[--calib FILE] [--sym] [--embed q8|f16|f32] [--head tied|q8|q4|f16|f32] [--act-order]."""
+[--calib FILE] [--sym] [--embed q8|f16|f32] [--head tied|q8|q4|f16|f32] [--act-order]
+[--keep-q8 PREFIXES]. RTN streams numpy-only (no torch import)."""
 import json
 import signal
 
@@ -29,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--calib-len", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--act-order", action="store_true", help="GPTQ: quantize columns by decreasing Hessian diagonal")
     p.add_argument("--damp", type=float, default=0.01, help="GPTQ Hessian damping (default 0.01)")
+    p.add_argument("--keep-q8", default="", metavar="PREFIXES",
+                   help="mixed precision: comma-separated linear layers stored as int8 per-32 "
+                        "(e.g. layers.0.mlp.w_down,layers.29.attn.wv); the rest int4")
     p.add_argument("--seed", type=int, default=0, help="seed of random-init model cards")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -49,7 +53,9 @@ def run(args):
                              group_size=args.group_size, symmetric=args.sym, embed=args.embed,
                              head=args.head, calib=args.calib, n_calib=args.calib_seqs,
                              seq_len=args.calib_len, act_order=args.act_order, damp=args.damp,
-                             seed=args.seed)
+                             seed=args.seed,
+                             overrides={p.strip(): "q8" for p in args.keep_q8.split(",")
+                                        if p.strip()})
     finally:
         signal.signal(signal.SIGTERM, old)
     if args.json:

@@ -12,6 +12,7 @@ from ..progress import progress_bar
 from .core import (codes_for, dequant_codes, group_params, pack_from_codes, packed_entries,
                    search_clip)
 from .pipeline import effective_norm
+from .rtn_np import QK, packed_entries as packed_entries_np
 
 AWQ_TOKENS = 512  # calibration tokens sampled for the AWQ scale search (its cost is linear in it)
 
@@ -38,6 +39,16 @@ def _hessian(x: torch.Tensor) -> torch.Tensor:
     return (X.T @ X) * (2.0 / X.shape[0])
 
 
+def _dequant_np(ents: list, fmt: str) -> np.ndarray:
+    """float32 weight of rtn_np.packed_entries(...) for fmt q8 | f16 | f32."""
+    if fmt == "q8":
+        q, sc = ents[0][1], ents[1][1]
+        n, k = q.shape
+        return (q.reshape(n, k // QK, QK).astype(np.float32)
+                * sc.astype(np.float32)[..., None]).reshape(n, k)
+    return ents[0][1].astype(np.float32)
+
+
 class _LayerQuantizer:
     def __init__(self, cfg, recipe, method, act_order, damp, packed):
         self.cfg, self.recipe, self.method = cfg, recipe, method
@@ -50,6 +61,20 @@ class _LayerQuantizer:
         from .gptq import gptq_quantize
         H = _hessian(xin)
         results = {}
+        # mixed precision: tensors the recipe keeps in q8 / f16 / f32 are stored RTN (int8
+        # per-32 is near-lossless), and later layers see their stored values
+        fmts = {name: nf.tensor_format(self.cfg, self.recipe, prefix + name) for name in mods}
+        for name in [n for n in mods if fmts[n] != "q4"]:
+            mod = mods.pop(name)
+            w = mod.weight.data.float()
+            ents = packed_entries_np(prefix + name, fmts[name], w.numpy(), self.g, self.sym)
+            wq = torch.from_numpy(_dequant_np(ents, fmts[name]))
+            d = w - wq
+            self.stats[prefix + name] = float(torch.einsum("ij,jk,ik->", d, H, d) / w.shape[0])
+            mod.weight.data = wq.to(mod.weight.dtype)
+            self.packed[prefix + name] = ents
+        if not mods:
+            return
         if self.method in ("gptq", "awq-gptq"):
             # rows are independent given H: one GPTQ pass over the stacked matrices
             ws = [mod.weight.data.float() for mod in mods.values()]

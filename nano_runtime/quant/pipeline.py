@@ -146,8 +146,12 @@ def exact_recipe_and_stream(src, recipe_kw):
 def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 32,
                    symmetric: bool = False, embed: str = "q8", head=None, calib=None,
                    n_calib: int = 16, seq_len: int = 512, act_order: bool = False,
-                   damp: float = 0.01, seed: int = 0, show_progress: bool = True) -> dict:
-    """Quantize MODEL into OUT.nano; returns {"seconds", "peak_rss_mb", "bits_per_weight", ...}."""
+                   damp: float = 0.01, seed: int = 0, show_progress: bool = True,
+                   overrides=None) -> dict:
+    """Quantize MODEL into OUT.nano; returns {"seconds", "peak_rss_mb", "bits_per_weight", ...}.
+
+    overrides: {linear prefix: "q8" | "f16" | "f32" | "q4"} for mixed precision (e.g. the most
+    sensitive tensors kept in int8); the rest use the method at group_size."""
     if method not in METHODS:
         raise NanoError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if group_size not in nf.GROUP_SIZES:
@@ -160,6 +164,12 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
         raise NanoError(f"cannot write {out}: directory {out_dir} is not writable")
     if os.path.isdir(out):
         raise NanoError(f"cannot write {out}: it is a directory")
+    if overrides:
+        overrides = dict(overrides)
+        bad = [f for f in overrides.values() if f not in nf.TENSOR_FORMATS]
+        if bad:
+            raise NanoError(f"tensor formats must be one of {', '.join(nf.TENSOR_FORMATS)}, "
+                            f"got {bad[0]!r}")
     t0 = time.time()
     import_rss = peak_rss_mb()  # interpreter + torch + numpy, before any model work
     calib_text = None
@@ -168,18 +178,25 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
         calib_text, calib_desc = read_calib_text(calib)  # fail early, before any heavy work
     src = open_source(spec, seed=seed)
     cfg = src.config
+    if overrides:
+        known = {p for p, _, _ in nf.linear_shapes(cfg)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise NanoError(f"{unknown[0]} is not a linear layer of {cfg.name} (expected names "
+                            f"like layers.0.mlp.w_down)")
     stats = {}
     if method == "gguf-exact":
         recipe, stream = exact_recipe_and_stream(src, {})
     elif method == "rtn":
-        recipe = make_recipe(cfg, method, group_size, symmetric, embed, head)
+        recipe = make_recipe(cfg, method, group_size, symmetric, embed, head,
+                             overrides=dict(overrides or {}))
         stream = rtn_stream(src, recipe)
     else:
         from .calib import calib_batches
         tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len)
         recipe = make_recipe(cfg, method, group_size, symmetric, embed, head, calib_desc,
                              calib_tokens=int(tokens.numel()), act_order=bool(act_order),
-                             damp=damp)
+                             damp=damp, overrides=dict(overrides or {}))
         from .calibrated import calibrated_stream
         stream, stats = calibrated_stream(src, recipe, method, tokens, act_order, damp,
                                           show_progress)
