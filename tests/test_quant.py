@@ -278,3 +278,30 @@ def test_streamed_rtn_never_imports_torch(tmp_path):
             p = name[:-len(".weight")]
             assert mn is None and np.array_equal(f.tensors[p + ".qweight"], qw), name
             assert np.array_equal(f.tensors[p + ".scales"], sc), name
+
+
+def test_mixed_precision_keeps_chosen_tensors_in_int8(tmp_path):
+    """--keep-q8 tensors are stored int8 per-32 (GGUF Q8_0 rule) by GPTQ too, the budget is
+    counted, and the file runs through the kernels' reference model."""
+    from nano_runtime.formats import nano_file as nf
+    from nano_runtime.quant import rtn_np
+    from nano_runtime.quant.pipeline import quantize_model
+    from nano_runtime.quant.sources import open_source
+    out = str(tmp_path / "m.nano")
+    ov = {"layers.0.mlp.w_down": "q8", "layers.1.attn.wv": "q8"}
+    r = quantize_model("tiny-llama", out, method="gptq", group_size=64, symmetric=True,
+                       n_calib=2, seq_len=64, show_progress=False, overrides=ov)
+    f = nf.open_nano(out)
+    assert f.formats["layers.0.mlp.w_down"] == "q8" and f.formats["layers.1.attn.wv"] == "q8"
+    assert f.formats["layers.0.attn.wq"] != "q8"
+    assert r["bits_per_weight"] == pytest.approx(nf.bits_per_weight(f.config, f.recipe)["linear"])
+    assert r["bits_per_weight"] > 4 + 16 / 64
+    # layer 0's down projection is quantized before any earlier change reaches it: exact RTN Q8
+    w = dict((n, torch.cat(list(c))) for n, _, c in open_source("tiny-llama").stream())
+    q, s = rtn_np.quantize_q8("x", w["layers.0.mlp.w_down.weight"].numpy())
+    assert np.array_equal(f.tensors["layers.0.mlp.w_down.qweight8"], q)
+    lm = nf.load_reference(out)
+    with torch.no_grad():
+        assert torch.isfinite(lm.model(torch.tensor([[1, 2, 3]]))).all()
+    r = run_cli("quantize", "tiny-llama", "-o", out, "--keep-q8", "layers.0.mlp.nope")
+    assert r.returncode == 2 and "not a linear layer" in r.stderr and "Traceback" not in r.stderr
