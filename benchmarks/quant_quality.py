@@ -384,7 +384,14 @@ def main():
           "'linear' = the transformer's linear layers, 'file' = every parameter (the nano rows "
           "keep embeddings/tied head in Q8, as llama.cpp's rows keep token_embd in Q8_0). The "
           "gguf-exact row has bit-identical weights to the fp reference (checked tensor by "
-          "tensor), so its perplexity is the fp one.\n\n"
+          "tensor), so its perplexity is the fp one. '(mixed)' rows keep the linears with the "
+          "largest calib-text loss increase per stored bit (each tensor alone RTN-quantized at "
+          "the row's grid; one 512-token calib window) in int8 per-32 (Q8_0), greedily while "
+          "the linear bpw stays <= 4.5 (counted exactly from the file layout); the .nano "
+          "format and the engine load per-tensor q8, so these files run through the kernels. "
+          "Caveat: both fp references are dequantized GGUFs, so a quantizer on the same grid "
+          "recovers them almost exactly (SmolLM2: Q4_1 = asym g32; Gemma: its Q4_K "
+          "tensors are asym 32-column sub-blocks), which flatters g32 asym rows.\n\n"
           + "\n\n".join(out) + "\n")
     print(md)
     with open(os.path.join(RESULTS, "quant_quality.md"), "w") as f:
