@@ -390,8 +390,9 @@ def main():
           "the linear bpw stays <= 4.5 (counted exactly from the file layout); the .nano "
           "format and the engine load per-tensor q8, so these files run through the kernels. "
           "Caveat: both fp references are dequantized GGUFs, so a quantizer on the same grid "
-          "recovers them almost exactly (SmolLM2: Q4_1 = asym g32; Gemma: its Q4_K "
-          "tensors are asym 32-column sub-blocks), which flatters g32 asym rows.\n\n"
+          "recovers those tensors almost exactly (SmolLM2: every linear is Q4_1 = asym g32; "
+          "Gemma: attn_output and 9 of 18 ffn_down are Q4_K, asym 32-column sub-blocks; the "
+          "rest are Q5_0/Q6_K/Q8_0), which flatters g32 asym rows.\n\n"
           + "\n\n".join(out) + "\n")
     print(md)
     with open(os.path.join(RESULTS, "quant_quality.md"), "w") as f:
