@@ -108,7 +108,7 @@ def eval_windows(tok, n_windows, ctx):
 # --------------------------------------------------------------------------- mixed precision
 def sensitivity(model_name: str, group_size: int, symmetric: bool, work: str) -> dict:
     """{linear prefix: loss increase} when only that tensor is RTN-quantized (int4 at
-    group_size), on one 512-token window of the calib split (never the eval text)."""
+    group_size), on one 256-token window of the calib split (never the eval text)."""
     from nano_runtime.quant import core
     from nano_runtime.quant.calib import calib_batches
     path = os.path.join(work, f"sens-{model_name}-g{group_size}{'s' if symmetric else 'a'}.json")
@@ -116,7 +116,7 @@ def sensitivity(model_name: str, group_size: int, symmetric: bool, work: str) ->
         return json.load(open(path))
     lm = load_model(model_name)
     model, cfg = lm.model.eval(), lm.config
-    x = calib_batches(lm.tokenizer, english_text("calib"), 1, 512)
+    x = calib_batches(lm.tokenizer, english_text("calib"), 1, 256)
 
     @torch.no_grad()
     def loss():
@@ -386,7 +386,7 @@ def main():
           "gguf-exact row has bit-identical weights to the fp reference (checked tensor by "
           "tensor), so its perplexity is the fp one. '(mixed)' rows keep the linears with the "
           "largest calib-text loss increase per stored bit (each tensor alone RTN-quantized at "
-          "the row's grid; one 512-token calib window) in int8 per-32 (Q8_0), greedily while "
+          "the row's grid; one 256-token calib window) in int8 per-32 (Q8_0), greedily while "
           "the linear bpw stays <= 4.5 (counted exactly from the file layout); the .nano "
           "format and the engine load per-tensor q8, so these files run through the kernels. "
           "Caveat: both fp references are dequantized GGUFs, so a quantizer on the same grid "
