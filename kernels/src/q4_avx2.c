@@ -231,11 +231,123 @@ INLINE void q4q8_rows4(const nano_q4_matrix *w, const nano_q8_act *x, float *y, 
     }
 }
 
+/* ---- GEMV (one activation row): the decode hot path ------------------------
+ * The activation row is re-laid once per call into a stack buffer: per block pair the
+ * nibble-matched halves (xlo, xhi as in q4q8_tile), and per 8 blocks the activation
+ * scales in the order the reduction below leaves the block sums in:
+ * [b0 b2 b4 b6 | b1 b3 b5 b7]. Then each weight row is streamed 8 blocks (128 bytes)
+ * at a time: 4 x (and, shift, 2 maddubs, add), three vphaddw (block sums of 16 products
+ * stay within s16, see q4q8_rows4), one madd, one cvt, and two or three fma with the
+ * row's scales (and mins) read straight from the row: no per-row-set scale table. */
+#define GEMV_KMAX 16384
+
+INLINE __m256 gemv_scales8(const uint16_t *s, int b, const int GS) {
+    if (GS == 32) {
+        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + b)));
+        return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    }
+    if (GS == 64) { /* groups b/2 .. b/2+3: [g0 g1 g2 g3 | g0 g1 g2 g3] */
+        const __m128 v = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(s + (b >> 1))));
+        return _mm256_set_m128(v, v);
+    }
+    /* GS == 128: groups b/4, b/4+1: [g0 g0 g1 g1 | g0 g0 g1 g1] */
+    const __m128 v = load2h(s + (b >> 2));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1));
+}
+
+INLINE void q4q8_gemv(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1,
+                      const int GS, const int ASYM) {
+    const int K = w->k, nb = K / NANO_QK, ng = nano_q4_ngroups(w);
+    const int n8 = nb / 8 * 8, np = nb / 2 * 2; /* blocks done 8 at a time / in pairs */
+    int8_t xq[GEMV_KMAX] __attribute__((aligned(32)));
+    float xd[GEMV_KMAX / 32] __attribute__((aligned(32)));
+    float xs[GEMV_KMAX / 32] __attribute__((aligned(32)));
+    const float cz = ASYM ? 1.0f : -8.0f;
+    for (int b = 0; b + 1 < nb; b += 2) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(x->q + b * 32));
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(x->q + b * 32 + 32));
+        _mm256_store_si256((__m256i *)(xq + b * 32), _mm256_permute2x128_si256(a, c, 0x20));
+        _mm256_store_si256((__m256i *)(xq + b * 32 + 32), _mm256_permute2x128_si256(a, c, 0x31));
+    }
+    for (int b = 0; b < n8; b += 8)
+        for (int j = 0; j < 4; j++) {
+            xd[b + j] = x->d[b + 2 * j];
+            xd[b + 4 + j] = x->d[b + 2 * j + 1];
+            xs[b + j] = x->ds[b + 2 * j] * cz;
+            xs[b + 4 + j] = x->ds[b + 2 * j + 1] * cz;
+        }
+    for (int b = n8; b < nb; b++) {
+        xd[b] = x->d[b];
+        xs[b] = x->ds[b] * cz;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *wr = w->qweight + (size_t)n * (K / 2);
+        const uint16_t *sc = w->scales + (size_t)n * ng;
+        const uint16_t *mn = ASYM ? w->mins + (size_t)n * ng : NULL;
+        __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+        int b = 0;
+        for (; b < n8; b += 8) {
+            __m256i P[4];
+            for (int j = 0; j < 4; j++) {
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 16 + j * 32));
+                const __m256i lo = _mm256_and_si256(wv, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+                P[j] = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xq + b * 32 + j * 64))),
+                    _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xq + b * 32 + j * 64 + 32))));
+            }
+            const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[0], P[1]), _mm256_hadd_epi16(P[2], P[3]));
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones));
+            const __m256 sv = gemv_scales8(sc, b, GS);
+            const __m256 dv = _mm256_load_ps(xd + b), dsv = _mm256_load_ps(xs + b);
+            if (ASYM) {
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(f, dv), sv, acc);
+                acc2 = _mm256_fmadd_ps(gemv_scales8(mn, b, GS), dsv, acc2);
+            } else {
+                acc = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dv, dsv), sv, acc);
+            }
+        }
+        for (; b < np; b += 2) { /* leftover pairs: lanes 0..3 block b, 4..7 block b+1 */
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 16));
+            const __m256i lo = _mm256_and_si256(wv, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+            const __m256i s16 = _mm256_add_epi16(
+                _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)(xq + b * 32))),
+                _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xq + b * 32 + 32))));
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+            __m256 sv, mv = _mm256_setzero_ps();
+            if (GS == 32) {
+                sv = expand2(load2h(sc + b));
+                if (ASYM) mv = expand2(load2h(mn + b));
+            } else {
+                const int g = b * 32 / GS;
+                sv = _mm256_set1_ps(h2f(sc[g]));
+                if (ASYM) mv = _mm256_set1_ps(h2f(mn[g]));
+            }
+            const __m256 dv = expand2(load2f(xd + b)), dsv = expand2(_mm_mul_ps(load2f(xs + b), _mm_set1_ps(0.25f)));
+            if (ASYM) {
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(f, dv), sv, acc);
+                acc2 = _mm256_fmadd_ps(mv, dsv, acc2);
+            } else {
+                acc = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dv, dsv), sv, acc);
+            }
+        }
+        float v = hsum8(ASYM ? _mm256_add_ps(acc, acc2) : acc);
+        if (b < nb) v += q4_q8_tail_block(w, n, x, 0, b);
+        y[n] = v;
+    }
+}
+
 #define MB 64 /* activation rows per cache block in GEMM */
 
 #define Q4Q8_VARIANT(NAME, GS, ASYM)                                                      \
     static void NAME(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) { \
         const int M = x->m;                                                               \
+        if (M == 1 && w->k <= GEMV_KMAX) {                                                \
+            q4q8_gemv(w, x, y, n0, n1, GS, ASYM);                                         \
+            return;                                                                       \
+        }                                                                                 \
         for (int i0 = 0; i0 < M; i0 += MB) {                                              \
             const int i1 = i0 + MB < M ? i0 + MB : M;                                     \
             const int i2 = i0 + (i1 - i0) / 2 * 2;                                        \
