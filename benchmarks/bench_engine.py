@@ -394,8 +394,13 @@ RUNTIMES = {"native": ("nano", "measure_native"), "llama": ("llama.cpp", "measur
 RT_ORDER = ["nano", "llama.cpp", "executorch", "ort-genai"]
 ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx"}       # only for the real models
 PEERS = {}  # extra name -> callable(model, threads, prompt_lens, n_decode) -> dict
-COLS = ["prefill128_tok_s", "prefill512_tok_s", "decode_tok_s", "ttft_s", "peak_rss_mb"]
-SPEED = ("prefill128_tok_s", "prefill512_tok_s", "decode_tok_s")
+
+
+def speed_cols(res) -> list:
+    """prefill{n}_tok_s keys present in the results (sorted by n), then decode_tok_s."""
+    ns = sorted({int(k[7:-6]) for r in res for run in r["runs"] if run for k in run
+                 if k.startswith("prefill") and k.endswith("_tok_s")}) or [128, 512]
+    return [f"prefill{n}_tok_s" for n in ns] + ["decode_tok_s"]
 
 
 def med_best(rows, key):
@@ -451,17 +456,23 @@ def report(state: dict) -> str:
     by = {(r["model"], r["threads"], r["runtime"]): r["runs"] for r in res}
     rts = [rt for rt in RT_ORDER if any(k[2] == rt for k in by)] + sorted(
         {k[2] for k in by} - set(RT_ORDER))
+    speed = speed_cols(res)
+    cols = speed + ["ttft_s", "peak_rss_mb"]
+    ppl_ctx = meta.get("args", {}).get("ppl_ctx", 512)
     md = ["# Native engine vs llama.cpp, ExecuTorch, ONNX Runtime GenAI", "",
           "Cells: median / best over interleaved runs, each in a fresh process "
           f"({meta.get('started', '')}, load average at start {meta.get('loadavg', '?')}). "
           "Prompts: random token ids (same ids for every runtime); decode: greedy single-token "
-          "steps after the 128-token prompt. TTFT: 128-token prompt to the first sampled token. "
+          "steps after the first (shortest) prompt; TTFT: that prompt to the first sampled token "
+          "(ort-genai: includes creating its Generator). "
           "Peak RSS: VmHWM of the worker process, and in brackets above the process after "
           "importing the runtime (ExecuTorch's Python binding imports torch). "
-          "ppl: english_text('eval'), ctx 512, the same first windows for every runtime.", "",
-          "| model | threads | runtime | weights | file MB | load s | prefill 128 tok/s | "
-          "prefill 512 tok/s | decode tok/s | TTFT (128) s | peak RSS MB | ppl | runs |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          f"ppl: english_text('eval'), ctx {ppl_ctx}, the same first windows for every runtime.", "",
+          "| model | threads | runtime | weights | file MB | load s | "
+          + " | ".join(c.replace("_tok_s", "").replace("prefill", "prefill ") + " tok/s"
+                       for c in speed)
+          + " | TTFT s | peak RSS MB | ppl | runs |",
+          "|---|---|---|---|---|---|" + "---|" * len(speed) + "---|---|---|---|"]
     for m in models:
         for t in threads:
             for rt in rts:
@@ -470,7 +481,7 @@ def report(state: dict) -> str:
                     continue
                 ok = [r for r in rows if r]
                 cells = []
-                for c in COLS:
+                for c in cols:
                     md_, b = med_best(ok, c)
                     if md_ is None:
                         cells.append("-")
@@ -490,12 +501,13 @@ def report(state: dict) -> str:
                 md.append(lines_)
     # engine / fastest peer, per metric (the goal: >= 1.0x)
     md += ["", "## Engine vs the fastest peer (medians; goal >= 1.00x)", "",
-           "| model | threads | prefill 128 | prefill 512 | decode |", "|---|---|---|---|---|"]
+           "| model | threads | " + " | ".join(c.replace("_tok_s", "") for c in speed) + " |",
+           "|---|---|" + "---|" * len(speed)]
     for m in models:
         for t in threads:
             mine = by.get((m, t, "nano"), [])
             cells = []
-            for c in SPEED:
+            for c in speed:
                 x = med_best(mine, c)[0]
                 peers = [(med_best(by[(m, t, rt)], c)[0], rt) for rt in rts
                          if rt != "nano" and (m, t, rt) in by]
@@ -507,7 +519,7 @@ def report(state: dict) -> str:
                 cells.append(f"{x / y:.2f}x (vs {who})")
             md.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
     if ppl:
-        md += ["", "## Perplexity (english_text('eval'), ctx 512, same windows)", "",
+        md += ["", f"## Perplexity (english_text('eval'), ctx {ppl_ctx}, same windows)", "",
                "| model | runtime | weights | ppl | vs engine | tokens |", "|---|---|---|---|---|---|"]
         for m, d in ppl.items():
             ref = d.get("nano", {}).get("ppl")
@@ -563,6 +575,7 @@ def main():
                     help="folder holding {model}-pte and {model}-onnx (nano_runtime.export)")
     ap.add_argument("--export-missing", action="store_true",
                     help="export a missing .pte / ONNX folder with `nano export` (minutes each)")
+    ap.add_argument("--prompt-lens", default="128,512", help="prefill prompt lengths (real models)")
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--big-repeats", type=int, default=1, help="repeats for nano-1/nano-2")
     ap.add_argument("--big-decode-tokens", type=int, default=16)
@@ -570,6 +583,7 @@ def main():
     ap.add_argument("--ppl-windows", type=int, default=3,
                     help="perplexity section: windows of 512 tokens per runtime (0: skip)")
     ap.add_argument("--ppl-threads", type=int, default=2)
+    ap.add_argument("--ppl-ctx", type=int, default=512)
     ap.add_argument("--ppl-only", action="store_true", help="only the perplexity section")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-only", action="store_true")
@@ -652,7 +666,7 @@ def main():
     with progress_bar(total=total, desc="measurements", unit="run") as bar:
         for rep, m, t, order in plan:
             nd = a.big_decode_tokens if m in big else a.decode_tokens
-            lens = [int(x) for x in a.big_prompt_lens.split(",")] if m in big else [128, 512]
+            lens = [int(x) for x in (a.big_prompt_lens if m in big else a.prompt_lens).split(",")]
             for p in order:
                 rt, fn = RUNTIMES[p]
                 spec = {"path" if p in ("native", "llama") else "folder": paths[(m, p)],
@@ -676,15 +690,15 @@ def main():
         jobs = []
         for m in real:
             if "native" in peers:
-                jobs.append((m, "nano", "ppl_native", {"path": paths[(m, "native")], "ctx": 512,
+                jobs.append((m, "nano", "ppl_native", {"path": paths[(m, "native")], "ctx": a.ppl_ctx,
                              "windows": a.ppl_windows, "threads": a.ppl_threads}))
             if "llama" in peers:
                 jobs.append((m, "llama.cpp", "ppl_llama", {
                     "gguf_path": paths[(m, "llama")], "nano_path": resolve_nano(m, show_progress=False),
-                    "ctx": 512, "windows": a.ppl_windows, "threads": a.ppl_threads}))
+                    "ctx": a.ppl_ctx, "windows": a.ppl_windows, "threads": a.ppl_threads}))
             arts = {kind: paths[(m, p)] for p, kind in ARTIFACT_RUNTIMES.items() if (m, p) in paths}
             if arts:
-                jobs.append((m, None, "ppl_export", {"model": m, "arts": arts, "ctx": 512,
+                jobs.append((m, None, "ppl_export", {"model": m, "arts": arts, "ctx": a.ppl_ctx,
                                                      "windows": a.ppl_windows}))
         with progress_bar(total=len(jobs), desc="perplexity", unit="runtime") as bar:
             for m, rt, fn, spec in jobs:
@@ -716,9 +730,10 @@ def plot(state, path):
     models = [m for m in state["meta"]["models"] if any(k[0] == m for k in res)]
     threads = state["meta"]["threads"]
     runtimes = [rt for rt in RT_ORDER if any(k[2] == rt for k in res)]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    sc = speed_cols(state["results"])
+    fig, axes = plt.subplots(1, len(sc), figsize=(5.4 * len(sc), 4.5))
     labels = [f"{m}\nt={t}" for m in models for t in threads]
-    for ax, c in zip(axes, SPEED):
+    for ax, c in zip(axes, sc):
         w = 0.8 / max(len(runtimes), 1)
         for i, rt in enumerate(runtimes):
             vals = [med_best(res.get((m, t, rt), []), c)[0] or 0 for m in models for t in threads]
