@@ -98,16 +98,19 @@ def main():
     lines = ["| model | activations | prompts | tokens | identical | differ at near-tie "
              "(margin < 0.5% max logit) | differ | worst ref margin at a differing step | "
              "max abs logit diff on prompts |", "|---|---|---|---|---|---|---|---|---|"]
+    os.makedirs(a.out, exist_ok=True)
     for m in a.models.split(","):
         for r in check(m, a.prompts, a.tokens, a.long, (True, False) if a.int8 else (True,)):
             lines.append("| " + " | ".join(str(x) if not isinstance(x, float) else f"{x:.4g}"
                                            for x in r) + " |")
             print(lines[-1], file=sys.stderr)
-    text = "\n".join(["# Greedy agreement: engine vs PyTorch reference (same packed weights)", ""] + lines)
+        text = "\n".join(["# Greedy agreement: engine vs PyTorch reference (same packed weights)",
+                          ""] + lines)
+        tmp = os.path.join(a.out, "greedy.md.tmp")
+        with open(tmp, "w") as f:                 # after every model: a partial run keeps rows
+            f.write(text + "\n")
+        os.replace(tmp, os.path.join(a.out, "greedy.md"))
     print(text)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "greedy.md"), "w") as f:
-        f.write(text + "\n")
 
 
 if __name__ == "__main__":
