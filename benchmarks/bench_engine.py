@@ -12,8 +12,11 @@ best are reported. Runtimes (--peers):
           random weights for nano-1 / nano-2);
   llama   llama.cpp (llama-cpp-python) on the real GGUFs (SmolLM2-135M Q4_1, Gemma 3 270M
           Q4_K_M) and on Q4_0 GGUFs with random blocks for nano-1 / nano-2 (gguf package);
-  et      ExecuTorch: the 8da4w-g32 XNNPACK .pte in --artifacts/{model}-pte, driven as its
-          LLM runner does (dynamic-shape prefill in one forward, then one token per call);
+  et      ExecuTorch: the 8da4w-g32 XNNPACK .pte in --artifacts/{model}-pte run by its own
+          LLM runner (TextLLMRunner; text prompts of exactly 128 / 512 tokens; timed by the
+          runner's Stats). `et-fwd` (opt-in) drives forward() from Python through
+          executorch.runtime instead, as the runner does (whole prompt in one dynamic-shape
+          call, then one token per call): it shows the Python binding's per-call overhead;
   ort     ONNX Runtime GenAI: the int4 folder --artifacts/{model}-onnx.
 et / ort run on the two real models only. The perplexity section (--ppl-windows, once per
 runtime, not per thread count) scores english_text("eval") at ctx 512 on the same windows:
@@ -224,6 +227,59 @@ def measure_et(folder: str, threads: int, prompt_lens=(128, 512), n_decode: int 
     return out
 
 
+def measure_et_runner(folder: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64) -> dict:
+    """The .pte through ExecuTorch's own LLM runner (TextLLMRunner: its tokenizer, prefiller,
+    decode loop and sampler), timed by the runner's own Stats (ms resolution).
+
+    The runner takes text: each prompt is the first n tokens of english_text("eval")
+    (tokenizer.json of the artifact) decoded back to text; the runner's token count is
+    recorded (prompt{n}_tokens) and used for the rate. Prefill: prompt_eval_end -
+    inference_start of a generate(max_new_tokens=1); TTFT: first_token - inference_start
+    on the first prompt; decode: generated tokens / (inference_end - prompt_eval_end) of a
+    generate(max_new_tokens=n_decode + 1). Threads: the extension threadpool.
+    """
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+    from executorch.extension.pybindings import portable_lib
+    from tokenizers import Tokenizer
+
+    from nano_runtime.data import english_text
+    from nano_runtime.engine import peak_rss_mb
+    from nano_runtime.export import runtimes as R
+    R.set_pte_threads(threads)
+    hf = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    all_ids = hf.encode(english_text("eval"), add_special_tokens=False).ids
+    texts = {n: hf.decode(all_ids[:n]) for n in prompt_lens}
+    t0 = time.perf_counter()
+    runner = TextLLMRunner(os.path.join(folder, "model.pte"), os.path.join(folder, "tokenizer.json"))
+    ctor_s = time.perf_counter() - t0
+
+    def gen(text, n_new):
+        stats = []
+        runner.reset()
+        cfg = GenerationConfig(echo=False, max_new_tokens=n_new, temperature=0.0, num_bos=0,
+                               num_eos=0)
+        runner.generate(text, cfg, token_callback=lambda s: None, stats_callback=stats.append)
+        return stats[-1]
+    st = gen(texts[prompt_lens[0]][:40], 1)                # loads the model; warm-up
+    out = {"load_s": ctor_s + (st.model_load_end_ms - st.model_load_start_ms) / 1000,
+           "threads": threads, "pool_threads": int(portable_lib._threadpool_get_thread_count())}
+    for n in prompt_lens:
+        st = gen(texts[n], 1)
+        out[f"prompt{n}_tokens"] = st.num_prompt_tokens
+        out[f"prefill{n}_tok_s"] = st.num_prompt_tokens / max(
+            (st.prompt_eval_end_ms - st.inference_start_ms) / 1000, 1e-3)
+        if n == prompt_lens[0]:
+            out["ttft_s"] = (st.first_token_ms - st.inference_start_ms) / 1000
+    st = gen(texts[prompt_lens[0]], n_decode + 1)
+    out["decode_tokens"] = st.num_generated_tokens
+    out["decode_tok_s"] = st.num_generated_tokens / max(
+        (st.inference_end_ms - st.prompt_eval_end_ms) / 1000, 1e-3)
+    out["os_threads"] = _os_threads()
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["file_mb"] = os.path.getsize(os.path.join(folder, "model.pte")) / 2**20
+    return out
+
+
 def measure_ort(folder: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64) -> dict:
     """The ONNX Runtime GenAI folder: one Generator per sequence, append_tokens() for the
     prefill (one session run over the prompt) and for each decoded token; greedy argmax
@@ -279,7 +335,7 @@ def _preimport(fn: str):
     import nano_runtime.engine  # noqa: F401
     if fn == "measure_llama":
         import llama_cpp  # noqa: F401
-    elif fn == "measure_et":
+    elif fn in ("measure_et", "measure_et_runner"):
         from nano_runtime.export import runtimes as R
         R._load_et_ops()
         from executorch.runtime import Runtime  # noqa: F401
@@ -390,9 +446,10 @@ def run_ppl_worker(fn: str, spec: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 # --peers key -> (runtime name in the tables, worker function)
 RUNTIMES = {"native": ("nano", "measure_native"), "llama": ("llama.cpp", "measure_llama"),
-            "et": ("executorch", "measure_et"), "ort": ("ort-genai", "measure_ort")}
-RT_ORDER = ["nano", "llama.cpp", "executorch", "ort-genai"]
-ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx"}       # only for the real models
+            "et": ("executorch", "measure_et_runner"), "ort": ("ort-genai", "measure_ort"),
+            "et-fwd": ("executorch (py forward)", "measure_et")}
+RT_ORDER = ["nano", "llama.cpp", "executorch", "ort-genai", "executorch (py forward)"]
+ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx", "et-fwd": "pte"}   # real models only
 PEERS = {}  # extra name -> callable(model, threads, prompt_lens, n_decode) -> dict
 
 
@@ -643,6 +700,10 @@ def main():
     notes.append("threads: nano and llama.cpp n_threads; executorch: its threadpool "
                  "(portable_lib._unsafe_reset_threadpool, pool size recorded per run); "
                  "ort-genai: decoder session intra_op_num_threads (og.Config overlay).")
+    if "et" in peers:
+        notes.append("executorch: run by its LLM runner (TextLLMRunner) on text prompts of "
+                     "exactly the prompt lengths (english text), timed by the runner's own "
+                     "Stats (1 ms resolution); the others on random token ids.")
     cell = {}
 
     def add(m, t, rt, r):
