@@ -662,12 +662,21 @@ def main():
             f.write("\n".join(md) + "\n")
         return
     from nano_runtime.progress import progress_bar
-    models = a.models.split(",")
-    threads = [int(t) for t in a.threads.split(",")]
+    def fail(msg):
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    models = [m for m in a.models.split(",") if m]
+    try:
+        threads = [int(t) for t in a.threads.split(",")]
+        [int(x) for x in (a.prompt_lens + "," + a.big_prompt_lens).split(",")]
+    except ValueError:
+        fail("--threads, --prompt-lens and --big-prompt-lens take comma-separated integers")
+    if any(t < 1 for t in threads) or a.repeats < 1 or a.decode_tokens < 1:
+        fail("--threads, --repeats and --decode-tokens must be >= 1")
     peers = [p.strip() for p in a.peers.split(",") if p.strip()]
     bad = [p for p in peers if p not in RUNTIMES]
     if bad:
-        sys.exit(f"error: unknown --peers {','.join(bad)} (choose from {','.join(RUNTIMES)})")
+        fail(f"unknown --peers {','.join(bad)} (choose from {','.join(RUNTIMES)})")
     big = {"nano-1", "nano-2"}
     notes = []
     paths = {}                                  # (model, peer) -> path
