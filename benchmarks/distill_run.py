@@ -109,20 +109,27 @@ def run_arm(a):
     out = os.path.join(a.work, a.arm)
     t_ready = time.perf_counter()
     cache = None
+    if a.arm == "kdmix":    # KD + CE mix from the kd arm's top-k cache (its teacher time counted)
+        while not os.path.exists(os.path.join(a.work, "plan.json")):
+            time.sleep(5)
+        cache = TopKCache(os.path.join(a.work, "kd", "teacher_topk.safetensors"), data.train,
+                          a.temperature)
     if a.arm == "kd" and a.topk_cache:
         path = os.path.join(out, "teacher_topk.safetensors")
         os.makedirs(out, exist_ok=True)
         build_topk_cache(teacher, data.train, path, k=a.topk_cache, temperature=a.temperature)
         cache = TopKCache(path, data.train, a.temperature)
     cache_s = time.perf_counter() - t_ready
+    if a.arm == "kdmix":
+        cache_s = json.load(open(os.path.join(a.work, "plan.json")))["cache_s"]
     dc = DistillConfig(steps=10 ** 6, batch=a.batch, lr=a.lr, warmup=a.warmup, loss=a.loss,
-                       temperature=a.temperature, ce_weight=a.ce_weight if a.arm == "kd" else 1.0,
+                       temperature=a.temperature, ce_weight=a.ce_weight if a.arm in ("kd", "kdmix") else 1.0,
                        eval_every=0, ckpt_every=0, seed=0, freeze_embeddings=True)
     tr = Trainer(student, dc, data, out, teacher=teacher, cache=cache, tokenizer=tok)
     tr.held_teacher_top1 = load_file(os.path.join(a.work, "teacher_top1.safetensors"))["top1"]
     budget = a.minutes * 60 - cache_s
     plan = os.path.join(a.work, "plan.json")
-    if a.arm == "ce":
+    if a.arm in ("ce", "kdmix"):
         while not os.path.exists(plan):
             time.sleep(5)
         steps = json.load(open(plan))["steps"]
@@ -133,12 +140,14 @@ def run_arm(a):
             with open(plan + ".tmp", "w") as f:
                 json.dump({"steps": steps, "step_s": tr.seconds, "cache_s": cache_s}, f)
             os.replace(plan + ".tmp", plan)
-    dc.steps, dc.eval_every = steps, max(1, steps // a.evals)
+    dc.steps, dc.eval_every = steps, a.eval_every or max(1, steps // a.evals)
     dc.max_minutes = budget / 60 * 1.15 if a.arm == "kd" else 0
     if a.arm == "cew":      # the whole budget, whatever the load does to step times:
         dc.steps, dc.schedule_minutes = 10 ** 6, budget / 60   # cosine over time, not steps
     print(f"{a.arm}: {steps} steps, budget {budget / 60:.1f} min", flush=True)
+    cpu0 = time.process_time()
     res = tr.train()
+    res["cpu_seconds"] = time.process_time() - cpu0     # includes evaluations
     tr.save_student(os.path.join(out, "student"), tok)
     doc = {"arm": a.arm, "cache_seconds": cache_s, "history": tr.history, "result": res,
            "threads": a.threads, "settings": vars(a), "prep": pre}
@@ -220,27 +229,33 @@ def report(a):
         p = os.path.join(RESULTS, f"distill_{n}.json")
         return json.load(open(p)) if os.path.exists(p) else _from_log(a, n)
     kd, ce, cew = (load(n) for n in ("kd", "ce", "cew"))
+    kdmix = load("kdmix") if os.path.exists(os.path.join(RESULTS, "distill_kdmix.json")) else None
     pre = kd["prep"]
     tppl = pre["teacher_ppl"]
-    kd_last = kd["history"]["eval"][-1]
-    kd_wall = kd_last[2] + kd["cache_seconds"]
-    ce_tok = _at(ce["history"]["eval"], 1, kd_last[1])
-    if ce_tok[1] < kd_last[1]:        # KD ran further than CE: compare where both evaluated
-        kd_last = _at(kd["history"]["eval"], 1, ce_tok[1])
-    ce_wall = _at(cew["history"]["eval"], 2, kd_wall) if kd_wall == kd_wall else None
-    partial = [d["arm"] for d in (kd, ce, cew) if d.get("partial")]
     rows = [("teacher SmolLM2-135M-Instruct", tppl, None, None, None, None),
-            ("pruned student, untrained", pre["pruned_ppl"], pre["pruned_agreement"], 0, 0, 0),
-            ("pruned + KD (forward KL)", kd_last[3], kd_last[4], kd_last[1], kd_wall, kd_last[0]),
-            ("pruned + CE, same tokens", *(ce_tok[3], ce_tok[4], ce_tok[1], ce_tok[2], ce_tok[0])),
-            ("pruned + CE, same wall-clock", *(ce_wall[3], ce_wall[4], ce_wall[1], ce_wall[2], ce_wall[0]))
-            if ce_wall else None,
-            ("pruned + CE, longest run (" + ("partial" if cew.get("partial") else "end") + ")",
-             *(cew["history"]["eval"][-1][i] for i in (3, 4, 1, 2, 0)))]
+            ("pruned student, untrained", pre["pruned_ppl"], pre["pruned_agreement"], 0, 0, 0)]
+    arms = [(kd, f"KD (forward KL, top-{kd['settings']['topk_cache'] or 'all'})")]
+    if kdmix:
+        arms.append((kdmix, f"KD (forward KL top-{kd['settings']['topk_cache']}) "
+                            f"+ CE, weight {kdmix['settings']['ce_weight']}"))
+    for doc, label in arms:
+        last = doc["history"]["eval"][-1]
+        ce_tok = _at(ce["history"]["eval"], 1, last[1])
+        if ce_tok[1] < last[1]:        # KD ran further than CE: compare where both evaluated
+            last = _at(doc["history"]["eval"], 1, ce_tok[1])
+        wall = last[2] + doc["cache_seconds"]
+        ce_wall = _at(cew["history"]["eval"], 2, wall) if wall == wall else None
+        rows += [(f"pruned + {label}", last[3], last[4], last[1], wall, last[0]),
+                 ("pruned + CE, same tokens", *(ce_tok[3], ce_tok[4], ce_tok[1], ce_tok[2], ce_tok[0])),
+                 ("pruned + CE, same wall-clock",
+                  *(ce_wall[3], ce_wall[4], ce_wall[1], ce_wall[2], ce_wall[0])) if ce_wall else None]
+    rows.append(("pruned + CE, longest run (" + ("partial" if cew.get("partial") else "end") + ")",
+                 *(cew["history"]["eval"][-1][i] for i in (3, 4, 1, 2, 0))))
+    partial = [d["arm"] for d in (kd, ce, cew, kdmix) if d and d.get("partial")]
     lines = [f"Student `{pre['spec']}`: {pre['nonembed_params'] / 1e6:.2f}M non-embedding parameters "
              f"= {pre['ratio'] * 100:.1f}% of the teacher's {pre['teacher_nonembed'] / 1e6:.2f}M. "
              f"Held-out: {pre['held_tokens']} tokens of the eval split (windows of "
-             f"{kd['settings']['seq_len']}); {kd['threads']} thread per arm, the three arms side by side.",
+             f"{kd['settings']['seq_len']}); {kd['threads']} thread per arm, the arms side by side.",
              "", "| model | held-out ppl | x teacher | top-1 agreement | train tokens | train wall s | steps |",
              "|---|---|---|---|---|---|---|"]
     for name, p, ag, toks, wall, st in filter(None, rows):
@@ -255,7 +270,10 @@ def report(a):
     with open(os.path.join(RESULTS, "distill.md"), "w") as f:
         f.write(text + "\n")
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
-    for doc, name in ((kd, "KD (forward KL)"), (ce, "CE, same steps"), (cew, "CE, same wall-clock")):
+    for doc, name in ((kd, "KD (forward KL)"), (kdmix, "KD + CE"), (ce, "CE, same steps"),
+                      (cew, "CE, same wall-clock")):
+        if doc is None:
+            continue
         ev, off = doc["history"]["eval"], doc["cache_seconds"]
         ax[0].plot([0] + [r[1] for r in ev], [pre["pruned_ppl"]] + [r[3] for r in ev], marker="o", ms=3, label=name)
         ax[1].plot([0] + [r[2] + off for r in ev], [pre["pruned_ppl"]] + [r[3] for r in ev], marker="o", ms=3,
@@ -276,7 +294,7 @@ def report(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prep", action="store_true")
-    p.add_argument("--arm", choices=["kd", "ce", "cew"])
+    p.add_argument("--arm", choices=["kd", "ce", "cew", "kdmix"])
     p.add_argument("--report", action="store_true")
     p.add_argument("--export", action="store_true", help="quantize the --arm student, eval fp vs .nano")
     p.add_argument("--quant-method", default="rtn")
@@ -292,6 +310,8 @@ def main():
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--topk-cache", type=int, default=0, help="KD from a top-k cache of the train split")
     p.add_argument("--evals", type=int, default=6, help="evaluations per arm")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations "
+                   "(default: steps / --evals)")
     p.add_argument("--held-seqs", type=int, default=12)
     p.add_argument("--calib-seqs", type=int, default=8)
     p.add_argument("--work", default="/tmp/nano_distill_bench")
