@@ -29,7 +29,7 @@ PROMPT = "The capital of France is"
 @pytest.fixture(scope="module")
 def smol():
     path = resolve_nano("smollm2-135m-instruct")
-    with Engine(path, threads=2, precise=True) as eng:
+    with Engine(path, threads=1, precise=True) as eng:
         full = eng.generate(PROMPT, 40)          # the unstopped greedy text
         yield path, eng, full
 
@@ -73,7 +73,7 @@ def test_stop_string_token_level(tiny, tok):
     """generate_ids(stop=...): the C engine stops at the token completing the match."""
     _, path, _ = tiny
     ids = tok.encode(PROMPT)
-    with Engine(path, threads=2) as eng:
+    with Engine(path, threads=1) as eng:
         g, reason, _ = eng.generate_ids(ids, 30, None, stop_ids=[])
         text = tok.decode(g)
         stop = text[len(text) // 2:len(text) // 2 + 3]
@@ -101,7 +101,7 @@ def test_stop_cli(smol):
     path, _, full = smol
     stop = full.text[10:16]
     r = run_cli("generate", path, "--prompt", PROMPT, "--max-tokens", "40", "--precise",
-                "--stop", "\x01never", "--stop", stop, "--json", "--threads", "2")
+                "--stop", "\x01never", "--stop", stop, "--json", "--threads", "1")
     assert r.returncode == 0, r.stderr
     import json
     d = json.loads(r.stdout)
@@ -170,7 +170,7 @@ def test_context_shift_tiny(tiny, tok):
     name, path, ref = tiny
     n_ctx, keep, n_gen = 32, 3, 45
     prompt = tok.encode("Once upon a time, in a small village by the sea")[:10]
-    with Engine(path, threads=2, precise=True, n_ctx=n_ctx) as eng:
+    with Engine(path, threads=1, precise=True, n_ctx=n_ctx) as eng:
         out, reason, _ = eng.generate_ids(prompt, n_gen, None, stop_ids=[])
         assert reason == "context" and len(out) == n_ctx - len(prompt) + 1
         out, reason, _ = eng.generate_ids(prompt, n_gen, None, stop_ids=[], context_shift=True,
@@ -190,7 +190,7 @@ def test_context_shift_tiny(tiny, tok):
             seq.append(t)
         assert shifts >= 2
         assert eng.tokens() == seq[:-1] or eng.tokens() == seq
-        with Engine(path, threads=2, precise=True, n_ctx=n_ctx) as fresh:
+        with Engine(path, threads=1, precise=True, n_ctx=n_ctx) as fresh:
             for ctx_ids, t in steps[-4:]:            # tokens generated after the last shift
                 assert int(fresh.logits_of(ctx_ids)[-1].argmax()) == t
         for ctx_ids, t in steps[20:]:                # and the PyTorch reference agrees
@@ -204,7 +204,7 @@ def test_context_shift_tiny(tiny, tok):
 
 def test_context_shift_cli_and_text(smol):
     path, _, _ = smol
-    with Engine(path, threads=2, precise=True, n_ctx=40) as eng:
+    with Engine(path, threads=1, precise=True, n_ctx=40) as eng:
         r = eng.generate("Count: one, two, three, four, five,", 80)
         assert r.stop_reason in ("context", "stop")
         r2 = eng.generate("Count: one, two, three, four, five,", 80, context_shift=True)
@@ -212,7 +212,7 @@ def test_context_shift_cli_and_text(smol):
         if r.stop_reason == "context":
             assert len(r2.ids) > len(r.ids) and r2.stop_reason in ("length", "stop")
     r = run_cli("generate", path, "--prompt", "Count: one, two, three,", "--ctx-size", "24",
-                "--max-tokens", "40", "--context-shift", "--json", "--threads", "2")
+                "--max-tokens", "40", "--context-shift", "--json", "--threads", "1")
     assert r.returncode == 0, r.stderr
     import json
     d = json.loads(r.stdout)
