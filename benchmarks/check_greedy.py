@@ -53,6 +53,7 @@ def prompts_for(tok, n: int, n_long: int, chat: bool):
 
 
 LONG_FIRST = False
+THREADS = 2
 
 
 def check(model: str, n: int, n_tok: int, n_long: int, modes=(True,)) -> list:
@@ -61,7 +62,7 @@ def check(model: str, n: int, n_tok: int, n_long: int, modes=(True,)) -> list:
     tok = ref.tokenizer
     rows = []
     for precise in modes:
-        eng = Engine(path, threads=2, precise=precise, n_ctx=1024)
+        eng = Engine(path, threads=THREADS, precise=precise, n_ctx=1024)
         exact, tie_div, real_div, worst_margin, max_diff = 0, 0, 0, 0.0, 0.0
         ps = prompts_for(tok, n, n_long, "instruct" in model)
         if LONG_FIRST:                          # the window-crossing prompts first
@@ -100,11 +101,12 @@ def main():
     ap.add_argument("--long", type=int, default=4, help="prompts of 700 tokens (Gemma window 512)")
     ap.add_argument("--int8", action="store_true", help="also the int8-activation rows")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--long-first", action="store_true",
                     help="run the long prompts first (a run cut short still covers them)")
     a = ap.parse_args()
-    global LONG_FIRST
-    LONG_FIRST = a.long_first
+    global LONG_FIRST, THREADS
+    LONG_FIRST, THREADS = a.long_first, a.threads
     lines = ["| model | activations | prompts | tokens | identical | differ at near-tie "
              "(margin < 0.5% max logit) | differ | worst ref margin at a differing step | "
              "max abs logit diff on prompts |", "|---|---|---|---|---|---|---|---|---|"]
