@@ -98,6 +98,26 @@ static int quantize_input(nano_context *ctx, const float *x, int m, int k) {
     return NANO_OK;
 }
 
+/* Several matmuls on the same (already quantized, when !precise) input: one pool
+ * dispatch when they are all int4 on the int8 path, else one call each. */
+static int linear_multi(nano_context *ctx, const nano_linear *const *ws, float *const *ys, int count,
+                        const float *x, int m) {
+    int all_q4 = !ctx->params.precise;
+    for (int i = 0; i < count; i++) all_q4 = all_q4 && ws[i]->type == LIN_Q4;
+    if (all_q4) {
+        const nano_q4_matrix *qs[4];
+        for (int i = 0; i < count; i++) qs[i] = &ws[i]->q4;
+        int rc = nano_q4_matmul_q8act_multi(qs, ys, count, &ctx->act, ctx->pool);
+        if (rc) return nano_set_error(NANO_ERR_KERNEL, "kernel error: %s", nano_kernel_status_string(rc));
+        return NANO_OK;
+    }
+    for (int i = 0; i < count; i++) {
+        int rc = nano_linear_matmul(ctx, ws[i], x, ys[i], m, 1);
+        if (rc) return rc;
+    }
+    return NANO_OK;
+}
+
 /* ---- elementwise ------------------------------------------------------------ */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double ss = 0;
@@ -250,10 +270,11 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
     for (int t = 0; t < T; t++)
         rmsnorm(ctx->xb + (size_t)t * dim, ctx->x + (size_t)t * dim, L->attn_norm, dim, c->norm_eps);
     if ((rc = quantize_input(ctx, ctx->xb, T, dim))) return rc;
-    if ((rc = nano_linear_matmul(ctx, &L->wq, ctx->xb, ctx->q, T, 1)) ||
-        (rc = nano_linear_matmul(ctx, &L->wk, ctx->xb, ctx->k, T, 1)) ||
-        (rc = nano_linear_matmul(ctx, &L->wv, ctx->xb, ctx->v, T, 1)))
-        return rc;
+    {
+        const nano_linear *ws[3] = {&L->wq, &L->wk, &L->wv};
+        float *ys[3] = {ctx->q, ctx->k, ctx->v};
+        if ((rc = linear_multi(ctx, ws, ys, 3, ctx->xb, T))) return rc;
+    }
     const float *cs = ctx->rope + (L->window ? (size_t)T * hd : 0);
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
@@ -279,9 +300,11 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
         rmsnorm(ctx->xb + (size_t)t * dim, x, L->mlp_norm, dim, c->norm_eps);
     }
     if ((rc = quantize_input(ctx, ctx->xb, T, dim))) return rc;
-    if ((rc = nano_linear_matmul(ctx, &L->w_gate, ctx->xb, ctx->hb, T, 1)) ||
-        (rc = nano_linear_matmul(ctx, &L->w_up, ctx->xb, ctx->hb2, T, 1)))
-        return rc;
+    {
+        const nano_linear *ws[2] = {&L->w_gate, &L->w_up};
+        float *ys[2] = {ctx->hb, ctx->hb2};
+        if ((rc = linear_multi(ctx, ws, ys, 2, ctx->xb, T))) return rc;
+    }
     size_t nh = (size_t)T * hid;
     if (c->gelu) {
         const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */

@@ -110,6 +110,10 @@ NANO_API int nano_q4_matmul_f32(const nano_q4_matrix *w, const float *x, float *
 /* y [x->m, w->n] from quantized activations (x->k == w->k). */
 NANO_API int nano_q4_matmul_q8act(const nano_q4_matrix *w, const nano_q8_act *x, float *y,
                                   nano_pool *pool);
+/* y[i] [x->m, w[i]->n] for count (1..16) matrices sharing the input x, in one pool
+ * dispatch (the fused q/k/v and gate/up projections). Same results as count calls. */
+NANO_API int nano_q4_matmul_q8act_multi(const nano_q4_matrix *const *w, float *const *y, int count,
+                                        const nano_q8_act *x, nano_pool *pool);
 NANO_API int nano_q8_matmul_f32(const nano_q8_matrix *w, const float *x, float *y, int m,
                                 nano_pool *pool);
 NANO_API int nano_q8_matmul_q8act(const nano_q8_matrix *w, const nano_q8_act *x, float *y,

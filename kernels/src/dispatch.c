@@ -288,6 +288,49 @@ NANO_API int nano_q4_matmul_q8act(const nano_q4_matrix *w, const nano_q8_act *x,
     return run_job(&j, pool);
 }
 
+/* Several q4 matrices on one quantized input in one pool dispatch (q/k/v, gate/up): the
+ * output rows of all matrices are split as one range, so the threads wake once. */
+typedef struct {
+    const nano_kernel_table *t;
+    const nano_q4_matrix *const *w;
+    float *const *y;
+    const nano_q8_act *x;
+    int count, total;
+} multi_job_t;
+
+static void multi_fn(void *arg, int c, int nc) {
+    const multi_job_t *j = (const multi_job_t *)arg;
+    int lo, hi;
+    split(j->total, ROW_ALIGN, c, nc, &lo, &hi);
+    for (int i = 0, base = 0; i < j->count && lo < hi; base += j->w[i]->n, i++) {
+        const int a = lo > base ? lo - base : 0;
+        const int b = hi - base < j->w[i]->n ? hi - base : j->w[i]->n;
+        if (a < b) j->t->q4_q8(j->w[i], j->x, j->y[i], a, b);
+    }
+}
+
+NANO_API int nano_q4_matmul_q8act_multi(const nano_q4_matrix *const *w, float *const *y, int count,
+                                        const nano_q8_act *x, nano_pool *pool) {
+    if (!w || !y) return NANO_K_ERR_NULL;
+    if (count < 1 || count > 16) return NANO_K_ERR_SHAPE;
+    long total = 0;
+    for (int i = 0; i < count; i++) {
+        int st = check_q4(w[i]);
+        if (st == NANO_K_OK) st = check_act(x, w[i]->k, y[i]);
+        if (st != NANO_K_OK) return st;
+        total += w[i]->n;
+    }
+    if (total > MAX_DIM) return NANO_K_ERR_SHAPE;
+    multi_job_t j = {active(), w, y, x, count, (int)total};
+    const int nt = nano_pool_size(pool), units = (j.total + ROW_ALIGN - 1) / ROW_ALIGN;
+    const int nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+    if (!pool || nt == 1 || nc <= 1) {
+        multi_fn(&j, 0, 1);
+        return NANO_K_OK;
+    }
+    return nano_pool_run_chunks(pool, multi_fn, &j, nc);
+}
+
 NANO_API int nano_q8_matmul_f32(const nano_q8_matrix *w, const float *x, float *y, int m,
                                 nano_pool *pool) {
     int st = check_q8(w);
