@@ -604,7 +604,52 @@ static void q8q8_rows4(const nano_q8_matrix *w, const nano_q8_act *x, float *y, 
     }
 }
 
+/* GEMV (one activation row, the output head in decode): per weight row 8 blocks (256
+ * bytes) at a time; the 8 per-block int32 sums are folded with vphaddd into natural block
+ * order [b0..b3 | b4..b7] so the row's 8 scales and the 8 activation scales are plain
+ * loads: one cvt and one mul + fma per 8 blocks. */
+static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    const int K = w->k, nb = K / NANO_QK, n8 = nb / 8 * 8;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int n = n0; n < n1; n++) {
+        const int8_t *wr = w->qweight + (size_t)n * K;
+        const uint16_t *sc = w->scales + (size_t)n * nb;
+        __m256 acc = _mm256_setzero_ps();
+        int b = 0;
+        for (; b < n8; b += 8) {
+            __m256i M[8];
+            for (int j = 0; j < 8; j++) {
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + (b + j) * 32));
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (b + j) * 32));
+                M[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+            }
+            const __m256i A = _mm256_hadd_epi32(_mm256_hadd_epi32(M[0], M[1]), _mm256_hadd_epi32(M[2], M[3]));
+            const __m256i B = _mm256_hadd_epi32(_mm256_hadd_epi32(M[4], M[5]), _mm256_hadd_epi32(M[6], M[7]));
+            const __m256i C = _mm256_add_epi32(_mm256_permute2x128_si256(A, B, 0x20),
+                                               _mm256_permute2x128_si256(A, B, 0x31));
+            const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + b))),
+                                           _mm256_loadu_ps(x->d + b));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(C), d, acc);
+        }
+        float v = hsum8(acc);
+        for (; b < nb; b++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 32));
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * 32));
+            const __m256i m = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            v += (h2f(sc[b]) * x->d[b]) * (float)_mm_cvtsi128_si32(s4);
+        }
+        y[n] = v;
+    }
+}
+
 static void q8_q8_avx2(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    if (x->m == 1) {
+        q8q8_gemv(w, x, y, n0, n1);
+        return;
+    }
     int n = n0;
     for (; n + 4 <= n1; n += 4) q8q8_rows4(w, x, y, n);
     for (; n < n1; n++)
