@@ -613,9 +613,11 @@ def save(state: dict, out: str, png: bool = False):
 
 WEIGHTS = {
     "smollm2-135m-instruct": {"nano": "Q4_1 (exact GGUF import)", "llama.cpp": "Q4_1 GGUF",
-                              "executorch": "8da4w g32", "ort-genai": "int4 g32"},
+                              "executorch": "8da4w g32", "ort-genai": "int4 g32",
+                              "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
     "gemma3-270m": {"nano": "Q4_K_M (exact GGUF import)", "llama.cpp": "Q4_K_M GGUF",
-                    "executorch": "8da4w g32", "ort-genai": "int4 g32"},
+                    "executorch": "8da4w g32", "ort-genai": "int4 g32",
+                    "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
     "nano-1": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},
     "nano-2": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},
 }
