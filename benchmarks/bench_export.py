@@ -299,6 +299,8 @@ def main():
     ap.add_argument("--no-export", action="store_true",
                     help="measure only the artifacts already in --artifacts")
     ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--stages", default="correctness,speed,ppl",
+                    help="which of correctness,speed,ppl to run (default: all)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-seq-len", type=int, default=1024)
     ap.add_argument("--ctx", type=int, default=512, help="perplexity window (default 512)")
@@ -322,18 +324,22 @@ def main():
             with open(out_json, "w") as f:
                 json.dump({"schemes": {"pte": PTE_SCHEME, "onnx": ONNX_SCHEME},
                            "max_seq_len": args.max_seq_len, "models": all_res}, f, indent=1)
+        stages = set(args.stages.split(","))
         print(f"[{name}] references", file=sys.stderr)
         refs = references(lm, arts, opts)
-        print(f"[{name}] correctness", file=sys.stderr)
-        r.setdefault("correctness", {}).update(correctness(lm, arts, refs))
-        save()
-        print(f"[{name}] speed", file=sys.stderr)
-        r.setdefault("speed", {}).update(
-            speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")], args.reps))
-        save()
-        print(f"[{name}] perplexity", file=sys.stderr)
-        r.setdefault("ppl", {}).update(perplexities(lm, arts, refs, args.windows, args.ctx))
-        save()
+        if "correctness" in stages:
+            print(f"[{name}] correctness", file=sys.stderr)
+            r.setdefault("correctness", {}).update(correctness(lm, arts, refs))
+            save()
+        if "speed" in stages:
+            print(f"[{name}] speed", file=sys.stderr)
+            r.setdefault("speed", {}).update(
+                speed(arts, lm.tokenizer, [int(t) for t in args.threads.split(",")], args.reps))
+            save()
+        if "ppl" in stages:
+            print(f"[{name}] perplexity", file=sys.stderr)
+            r.setdefault("ppl", {}).update(perplexities(lm, arts, refs, args.windows, args.ctx))
+            save()
         del refs
     md = markdown(all_res)
     with open(os.path.join(RESULTS, "export_bench.md"), "w") as f:

@@ -98,8 +98,9 @@ def test_stream_matches_python_greedy(jbuild, smol):
     tok = load_tokenizer("smollm2-135m-instruct")
     assert ids_of(got["prompt_ids"]) == tok.encode(PROMPT)
     ids = ids_of(got["ids"])
-    assert len(ids) == n  # no stop token within 32 for this prompt
+    assert len(ids) >= 16   # a real continuation (it may end on a stop token before n)
     assert ids == want.ids
+    assert got["stop"] == ("length" if len(ids) == n else "stop")
     assert int(got["callbacks"]) == int(got["generated"]) == len(ids)
     assert ids_of(got["callback_ids"]) == ids
     streamed = bytes.fromhex(got["text_hex"]).decode("utf-8")  # whole characters, valid UTF-8

@@ -268,6 +268,7 @@ static const char *stop_name(int r) {
     case NANO_STOP_CONTEXT: return "context";
     case NANO_STOP_CANCELLED: return "cancelled";
     case NANO_STOP_CALLBACK: return "callback";
+    case NANO_STOP_STRING: return "stop_string";
     default: return "none";
     }
 }
