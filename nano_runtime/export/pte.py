@@ -113,7 +113,30 @@ def build_quantized_decoder(ref: nn.Module, opts: ExportOptions) -> PteDecoder:
     m = PteDecoder(copy.deepcopy(ref), opts.max_seq_len).eval()
     with torch.no_grad():
         quantize_pte_model(m, opts.group_size)
+        round_group_scales_bf16(m)
     return m
+
+
+def round_group_scales_bf16(model: nn.Module) -> int:
+    """Round every groupwise (per-channel-group) weight scale to bfloat16, in place.
+
+    ExecuTorch's XNNPACK delegate stores blockwise 4-bit scales as bf16 (its
+    node_visitor casts per_channel_group scales to torch.bfloat16), so the
+    program's weights are the torchao weights with bf16-rounded scales. Doing
+    the same here makes the eager model "the same quantization" as the .pte; the
+    exported program is unchanged (bf16 rounding is idempotent). Returns the
+    number of tensors rounded.
+    """
+    n = 0
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        bs = getattr(w, "block_size", None)
+        sc = getattr(w, "scale", None)
+        if bs is None or sc is None or len(bs) != 2 or bs[0] != 1 or bs[1] >= w.shape[-1]:
+            continue            # per-channel (head) and per-row (embedding) scales stay fp32
+        sc.copy_(sc.to(torch.bfloat16).to(sc.dtype))
+        n += 1
+    return n
 
 
 def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> bytes:
