@@ -149,10 +149,10 @@ def correctness(lm, arts, refs, n_tokens=32):
         return res
     # ---- the .pte through ExecuTorch's own LLM runner: its tokenizer, prefill, sampler
     runner, rows = None, []
-    nb = 1 if tok.add_bos and tok.bos_id is not None else 0
+    bos = tok.hf.id_to_token(tok.bos_id) if tok.add_bos and tok.bos_id is not None else ""
     for p in PROMPTS:
         pieces, st, runner = R.pte_llm_generate(arts["pte"], p, n_tokens, threads=2,
-                                                num_bos=nb, runner=runner)
+                                                runner=runner, bos_text=bos)
         want = [tok.decode([t]) for t in greedy_ids[("pte", p)]]
         same = R.first_divergence(pieces, want)
         rows.append({"prompt": p, "runner_tokens": len(pieces), "identical_prefix": same,

@@ -181,11 +181,15 @@ def first_divergence(a: list, b: list) -> int:
 
 
 def pte_llm_generate(folder: str, prompt: str, max_new_tokens: int, threads: int = 1,
-                     num_bos: int = 0, runner=None):
+                     num_bos: int = 0, runner=None, bos_text: str = ""):
     """Greedy text from ExecuTorch's own LLM runner: (pieces, stats, runner).
 
     pieces: the text of each generated token, as the runner's callback yields it.
+    bos_text: the BOS token's text (e.g. "<bos>"), put in front of the prompt. The runner's
+    HF tokenizer (executorch 1.5.1) adds no BOS for GenerationConfig.num_bos, but it parses
+    special tokens in the text, which is how chat templates ({{ bos_token }}) carry it.
     """
+    prompt = bos_text + prompt
     _load_et_ops()
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
     set_pte_threads(threads)
