@@ -98,8 +98,11 @@ def references(lm, arts, opts):
         m.clear_cache()
         refs["onnx"] = lambda ids: m(torch.tensor([ids]))[0].float().numpy()
     if "pte" in arts:
+        from nano_runtime.export.pte import weight_only_twin
         q = build_quantized_decoder(lm.model, opts)
         refs["pte"] = lambda ids: q.all_logits(torch.tensor([ids]))[0].float().numpy()
+        w = weight_only_twin(q)      # same weights, fp32 activations (as the ONNX reference)
+        refs["pte_weight_only"] = lambda ids: w.all_logits(torch.tensor([ids]))[0].float().numpy()
     return refs
 
 
@@ -132,12 +135,19 @@ def correctness(lm, arts, refs, n_tokens=32):
                 seq = ids + aa
                 lr = refs[kind](seq)[len(ids) - 1:-1]          # [n_tokens, V]
                 la = tf(seq, len(ids))
-                rows.append({"prompt": p, "prompt_tokens": len(ids),
-                             "identical_prefix": R.first_divergence(
-                                 [int(t) for t in lr.argmax(-1)], aa),
-                             "top1": float((la.argmax(-1) == lr.argmax(-1)).mean()),
-                             "max_abs_logit_diff": float(np.abs(la - lr).max()),
-                             "artifact_text": tok.decode(aa)})
+                row = {"prompt": p, "prompt_tokens": len(ids),
+                       "identical_prefix": R.first_divergence(
+                           [int(t) for t in lr.argmax(-1)], aa),
+                       "top1": float((la.argmax(-1) == lr.argmax(-1)).mean()),
+                       "max_abs_logit_diff": float(np.abs(la - lr).max()),
+                       "artifact_text": tok.decode(aa)}
+                if kind + "_weight_only" in refs:
+                    lw = refs[kind + "_weight_only"](seq)[len(ids) - 1:-1]
+                    row["weight_only"] = {
+                        "identical_prefix": R.first_divergence([int(t) for t in lw.argmax(-1)], aa),
+                        "top1": float((la.argmax(-1) == lw.argmax(-1)).mean()),
+                        "max_abs_logit_diff": float(np.abs(la - lw).max())}
+                rows.append(row)
                 greedy_ids[(kind, p)] = aa
         res[kind] = rows
     if "onnx" in arts:
@@ -218,6 +228,8 @@ def perplexities(lm, arts, refs, windows, ctx=512):
             out["reference_onnx_quant"] = ppl(refs["onnx"])
         if "pte" in refs:
             out["reference_pte_quant"] = ppl(refs["pte"])
+        if "pte_weight_only" in refs:
+            out["reference_pte_weight_only"] = ppl(refs["pte_weight_only"])
     if "onnx" in arts:
         g = R.GenaiModel(arts["onnx"], threads=2)
         out["onnx_genai"] = ppl(g.all_logits)
@@ -240,8 +252,17 @@ def markdown(all_res):
             rows = c[kind]
             pref = [x["identical_prefix"] for x in rows]
             top1 = float(np.mean([x["top1"] for x in rows]))
-            lines.append(f"| {name} | {kind} | {pref} | {sum(p == 32 for p in pref)}/5 | "
+            label = {"pte": "pte vs eager torchao 8da4w (fake-quant activations)",
+                     "onnx": "onnx vs weight-only int4 reference"}[kind]
+            lines.append(f"| {name} | {label} | {pref} | {sum(p == 32 for p in pref)}/5 | "
                          f"{top1:.1%} | {max(x['max_abs_logit_diff'] for x in rows):.3f} |")
+            if all("weight_only" in x for x in rows):
+                wo = [x["weight_only"] for x in rows]
+                pref = [x["identical_prefix"] for x in wo]
+                lines.append(f"| {name} | pte vs weight-only reference (same int4/int8 weights) | "
+                             f"{pref} | {sum(p == 32 for p in pref)}/5 | "
+                             f"{float(np.mean([x['top1'] for x in wo])):.1%} | "
+                             f"{max(x['max_abs_logit_diff'] for x in wo):.3f} |")
         if "pte_llm_runner" not in c:
             continue
         pref = [x["identical_prefix"] for x in c["pte_llm_runner"]]

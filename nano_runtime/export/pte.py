@@ -117,6 +117,23 @@ def build_quantized_decoder(ref: nn.Module, opts: ExportOptions) -> PteDecoder:
     return m
 
 
+def weight_only_twin(qmodel: PteDecoder) -> PteDecoder:
+    """A copy of the quantized decoder with every quantized weight dequantized to fp32.
+
+    Same weights as the .pte (int4 groups with bf16 scales, int8 embedding and head),
+    activations left in fp32: the weight-only reference, as the ONNX check uses one
+    (the artifact's int8 activation quantization is what then differs).
+    """
+    import copy
+    twin = copy.deepcopy(qmodel)
+    for mod in twin.modules():
+        w = getattr(mod, "weight", None)
+        if w is not None and hasattr(w, "dequantize") and type(w) is not nn.Parameter \
+                and hasattr(w, "qdata"):
+            mod.weight = nn.Parameter(w.dequantize().float(), requires_grad=False)
+    return twin
+
+
 def round_group_scales_bf16(model: nn.Module) -> int:
     """Round every groupwise (per-channel-group) weight scale to bfloat16, in place.
 
