@@ -5,7 +5,8 @@ kernels/tests/arm64_build.sh builds kernels/tests/arm64_generate.c for both; eac
 loads the same .nano file, tokenizes a prompt natively, writes the prompt's last
 logits and greedy-generates through the streaming text API. Under `-cpu max` the
 engine dispatches to the NEON-dotprod kernels, under `-cpu cortex-a53` to plain NEON
-(one binary, both paths). Same prompt ids, same greedy tokens, logits within 1e-3.
+(one binary, both paths). Same prompt ids, same greedy tokens; logits within 2e-2 of their
+scale with int8 activations (rounding-boundary flips) and within 1e-4 with fp32 ones.
 
 Missing cross tools FAIL (CI installs qemu-user, gcc-aarch64-linux-gnu,
 libc6-dev-arm64-cross). Runtime: ~40-70 s (the two builds dominate).
@@ -47,16 +48,17 @@ def run(cmd, logits_path):
     return got
 
 
-def run_host(builds, model, tmp_path):
-    lp = str(tmp_path / "host.f32")
-    return run([os.path.join(builds, "host", "arm64_generate"), model, PROMPT, str(N_TOKENS), lp], lp)
+def run_host(builds, model, tmp_path, precise=False):
+    lp = str(tmp_path / f"host{precise:d}.f32")
+    return run([os.path.join(builds, "host", "arm64_generate"), model, PROMPT, str(N_TOKENS), lp]
+               + (["precise"] if precise else []), lp)
 
 
-def run_arm(builds, model, cpu, tmp_path):
-    lp = str(tmp_path / f"arm-{cpu}.f32")
+def run_arm(builds, model, cpu, tmp_path, precise=False):
+    lp = str(tmp_path / f"arm-{cpu}{precise:d}.f32")
     return run(["qemu-aarch64", "-L", QEMU_LD, "-cpu", cpu,
-                os.path.join(builds, "aarch64", "arm64_generate"), model, PROMPT, str(N_TOKENS), lp],
-               lp)
+                os.path.join(builds, "aarch64", "arm64_generate"), model, PROMPT, str(N_TOKENS), lp]
+               + (["precise"] if precise else []), lp)
 
 
 @pytest.mark.parametrize("card", ["tiny-llama", "tiny-gemma3"])
@@ -75,8 +77,18 @@ def test_arm64_matches_x86(builds, card, tmp_path):
         assert arm["ids"] == host["ids"], (cpu, arm["ids"], host["ids"])
         assert int(arm["callbacks"]) == int(arm["generated"]) == N_TOKENS
         assert arm["text_hex"] == host["text_hex"]
+        # int8 activations: the attention's summation order differs (AVX2 vs NEON/C), so an
+        # activation can land on the other side of an int8 rounding boundary; one code step
+        # moves a logit by ~1e-3..1e-2 of its scale. Same tokens and text is the contract.
         diff = float(np.abs(arm["logits"] - host["logits"]).max())
-        assert diff <= 1e-3 * max(1.0, float(np.abs(host["logits"]).max())), (cpu, diff)
+        assert diff <= 2e-2 * max(1.0, float(np.abs(host["logits"]).max())), (cpu, diff)
+    # fp32 activations (precise): only summation order differs, so the logits agree tightly
+    hp = run_host(builds, model, tmp_path, precise=True)
+    for cpu in ("max", "cortex-a53"):
+        ap = run_arm(builds, model, cpu, tmp_path, precise=True)
+        assert ap["ids"] == hp["ids"], (cpu, ap["ids"], hp["ids"])
+        diff = float(np.abs(ap["logits"] - hp["logits"]).max())
+        assert diff <= 1e-4 * max(1.0, float(np.abs(hp["logits"]).max())), (cpu, diff)
 
 
 def test_jni_library_cross_builds_for_arm64(tmp_path):
