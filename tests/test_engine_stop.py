@@ -18,7 +18,7 @@ import torch
 from conftest import run_cli
 from engine_helpers import write_random_nano
 from nano_runtime.config import ModelConfig
-from nano_runtime.engine import Engine, _SamplerParams, lib, resolve_nano
+from nano_runtime.engine import Engine, _CtxParams, _SamplerParams, lib, resolve_nano
 from nano_runtime.errors import NanoError
 from nano_runtime.formats.nano_file import load_reference
 from nano_runtime.loader import load_tokenizer
@@ -134,7 +134,9 @@ def test_text_session_stop_strings(smol):
     tm, s = C.c_void_p(), C.c_void_p()
     assert L.nano_text_model_load(path.encode(), None, C.byref(tm)) == 0
     try:
-        assert L.nano_text_session_create(tm, None, C.byref(s)) == 0
+        cp = L.nano_context_default_params()
+        cp.n_threads, cp.precise = 1, 1        # the mode `full` was generated in
+        assert L.nano_text_session_create(tm, C.byref(cp), C.byref(s)) == 0
         pieces = []
         fn = _TextParams._fields_[2][1](lambda u, t, txt, n: pieces.append(C.string_at(txt, n)) or 0)
 
