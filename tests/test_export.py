@@ -80,10 +80,12 @@ def test_pte_matches_quantized_reference(exported, name):
     ref = R.RefStepper(build_quantized_decoder(lm.model, OPTS), start_pos_only=True)
     # prefill of 5 tokens in one call, then one token per call, as the LLM runner does
     _close(R.teacher_forced_logits(pm, ids, 5), R.teacher_forced_logits(ref, ids, 5))
-    # ExecuTorch's own LLM runner: its tokenizer, prefill and greedy sampler
+    # ExecuTorch's own LLM runner (its tokenizer, prefill and greedy sampler) produces the
+    # program's own greedy continuation (a random tiny model is full of near-ties, so the
+    # reference's greedy tokens are checked through the logits above, not here)
     prompt = "The quick brown fox"
     pieces, stats, _ = R.pte_llm_generate(d["pte"], prompt, 12)
-    want = R.greedy(ref, lm.tokenizer.encode(prompt), 12)
+    want = R.greedy(pm, lm.tokenizer.encode(prompt), 12)
     assert "".join(pieces) == lm.tokenizer.decode(want)
     assert stats.num_prompt_tokens == len(lm.tokenizer.encode(prompt))
 
