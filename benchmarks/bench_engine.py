@@ -615,7 +615,7 @@ WEIGHTS = {
     "smollm2-135m-instruct": {"nano": "Q4_1 (exact GGUF import)", "llama.cpp": "Q4_1 GGUF",
                               "executorch": "8da4w g32", "ort-genai": "int4 g32",
                               "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
-    "gemma3-270m": {"nano": "Q4_K_M (exact GGUF import)", "llama.cpp": "Q4_K_M GGUF",
+    "gemma3-270m": {"nano": "Q4_K_M import (Q8_0 exact, Q5_0/Q6_K as int8, Q4_K as int4 RTN)", "llama.cpp": "Q4_K_M GGUF",
                     "executorch": "8da4w g32", "ort-genai": "int4 g32",
                     "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
     "nano-1": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},

@@ -741,7 +741,7 @@ def resolve_nano(spec: str, show_progress: bool = True) -> str:
     if os.path.isdir(spec) or os.path.isfile(spec):
         st = os.stat(spec)
         key = hashlib.sha256(f"{os.path.abspath(spec)}|{st.st_size}|{int(st.st_mtime)}"
-                             .encode()).hexdigest()[:16]
+                             f"|{CONVERT_VERSION}".encode()).hexdigest()[:16]
         name = os.path.splitext(os.path.basename(spec.rstrip(os.sep)))[0]
     elif os.path.sep in spec:
         raise NanoError(f"{spec}: no such model file or directory")
@@ -751,9 +751,10 @@ def resolve_nano(spec: str, show_progress: bool = True) -> str:
             src = cards.card_weights_path(card)
             st = os.stat(src)
             key = hashlib.sha256(f"{card['name']}|{st.st_size}|{int(st.st_mtime)}"
-                                 .encode()).hexdigest()[:16]
+                                 f"|{CONVERT_VERSION}".encode()).hexdigest()[:16]
         else:
-            key = hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()[:16]
+            key = hashlib.sha256((json.dumps(card, sort_keys=True) + f"|{CONVERT_VERSION}")
+                                 .encode()).hexdigest()[:16]
         name = card["name"]
     out = os.path.join(_cache_dir(), f"{name}-{key}.nano")
     if os.path.isfile(out):
@@ -762,6 +763,11 @@ def resolve_nano(spec: str, show_progress: bool = True) -> str:
         sys.stderr.write(f"nano: converting {spec} to {out} (once)\n")
     convert_to_nano(spec, out)
     return out
+
+
+# Bumped when a conversion would produce a different file, so stale caches are not reused:
+# 2 = numpy PCG64 random cards, >4-bit GGUF tensors kept in int8 (gguf-exact).
+CONVERT_VERSION = 2
 
 
 def _is_gguf_source(spec: str) -> bool:

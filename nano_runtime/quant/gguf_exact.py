@@ -7,7 +7,8 @@ scales = d, mins = m. GGUF Q8_0 (34 bytes per 32): fp16 d, 32 int8; x = d * q, e
 .nano Q8. Llama q/k rows permuted by llama.cpp's converter are un-permuted by moving
 whole packed rows together with their scales and mins, which keeps the import exact.
 Other GGUF types (Q4_K, Q5_0, Q6_K, ...) have no exact int4 g32 image; they are
-dequantized and re-quantized with RTN (listed in the recipe under "requantized").
+dequantized and re-quantized (listed in the recipe under "requantized"): types wider
+than 4 bits (pipeline.WIDE_GGUF_TYPES) to int8 per 32, the rest to int4 g32 with RTN.
 """
 from __future__ import annotations
 
