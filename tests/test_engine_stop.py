@@ -18,7 +18,7 @@ import torch
 from conftest import run_cli
 from engine_helpers import write_random_nano
 from nano_runtime.config import ModelConfig
-from nano_runtime.engine import Engine, _CtxParams, _SamplerParams, lib, resolve_nano
+from nano_runtime.engine import Engine, _CtxParams, _GenResult, _SamplerParams, lib, resolve_nano
 from nano_runtime.errors import NanoError
 from nano_runtime.formats.nano_file import load_reference
 from nano_runtime.loader import load_tokenizer
@@ -118,12 +118,6 @@ class _TextParams(C.Structure):
                 ("on_text", C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_int32, C.c_char_p, C.c_size_t)),
                 ("user", C.c_void_p), ("stop_strings", C.POINTER(C.c_char_p)),
                 ("n_stop_strings", C.c_int), ("context_shift", C.c_int), ("n_keep", C.c_int)]
-
-
-class _GenResult(C.Structure):
-    _fields_ = [("n_prompt", C.c_int), ("n_generated", C.c_int), ("stop_reason", C.c_int),
-                ("prefill_s", C.c_double), ("decode_s", C.c_double),
-                ("prefill_tok_s", C.c_double), ("decode_tok_s", C.c_double)]
 
 
 def test_text_session_stop_strings(smol):
