@@ -7,7 +7,19 @@
  * until none are left; the caller returns when all chunks are done. A worker
  * that is descheduled (oversubscribed CPU, a slow little core) therefore never
  * holds up the job: the others take its chunks. Workers spin briefly for the
- * next job, then sleep. No allocation or locking on the hot path. */
+ * next job, then sleep. No allocation or locking on the hot path.
+ *
+ * Waiting for the last chunks: a chunk already claimed cannot be taken back, so when
+ * the thread holding it is preempted (more runnable threads than cores: another
+ * process, or another library's spinning thread pool in the same process) the job
+ * waits for it. A caller that spins (or sched_yield()s, which returns at once when
+ * its own core has nothing else to run) keeps its core busy, and the preempted
+ * thread stays queued behind whatever took its core for a whole time slice
+ * (milliseconds, against a job of ~0.1-1 ms: 2 threads measured slower than 1).
+ * So the caller spins only briefly (longer than a chunk normally takes to finish)
+ * and then sleeps on a condition variable: its core goes idle, the scheduler's
+ * idle balancing moves the preempted thread onto it, and the thread that finishes
+ * the last chunk wakes the caller. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -28,6 +40,7 @@
 
 #define NANO_POOL_MAX_THREADS 256
 #define NANO_POOL_SPIN 20000 /* ~0.1-1 ms of pause before sleeping / yielding */
+#define NANO_POOL_WAIT_SPIN 2000 /* caller: ~20-100 us of pause for the last chunks, then sleep */
 
 struct worker_arg {
     nano_pool *pool;
@@ -43,10 +56,12 @@ struct nano_pool {
     atomic_int done;          /* chunks finished in the current job               */
     atomic_int sleepers;
     atomic_int stop;
+    atomic_int waiting;       /* the caller sleeps on done_cv until done == chunks  */
     nano_pool_fn fn;
     void *arg;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t done_cv;
 };
 
 /* The claim word holds everything a thread needs to decide whether a chunk is left:
@@ -65,7 +80,12 @@ static void work_on(nano_pool *pool, unsigned g) {
                                                    memory_order_acquire))
             continue;
         pool->fn(pool->arg, next, n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+        /* seq_cst: pairs with the caller's store to waiting before its last check */
+        if (atomic_fetch_add(&pool->done, 1) + 1 == n && atomic_load(&pool->waiting)) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->done_cv);
+            pthread_mutex_unlock(&pool->mu);
+        }
     }
 }
 
@@ -108,8 +128,10 @@ NANO_API nano_pool *nano_pool_create(int n_threads) {
     atomic_init(&pool->done, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
+    atomic_init(&pool->waiting, 0);
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
+    pthread_cond_init(&pool->done_cv, NULL);
     if (n_threads > 1) {
         pool->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
         pool->args = (struct worker_arg *)calloc((size_t)n_threads, sizeof(struct worker_arg));
@@ -142,6 +164,7 @@ NANO_API void nano_pool_free(nano_pool *pool) {
     free(pool->args);
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->cv);
+    pthread_cond_destroy(&pool->done_cv);
     free(pool);
 }
 
@@ -167,10 +190,16 @@ int nano_pool_run_chunks(nano_pool *pool, nano_pool_fn fn, void *arg, int n_chun
         pthread_mutex_unlock(&pool->mu);
     }
     work_on(pool, g);
-    for (long i = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < n_chunks; i++) {
-        if (i < NANO_POOL_SPIN) CPU_RELAX();
-        else sched_yield();
+    for (int i = 0; i < NANO_POOL_WAIT_SPIN; i++) {
+        if (atomic_load_explicit(&pool->done, memory_order_acquire) >= n_chunks) return NANO_K_OK;
+        CPU_RELAX();
     }
+    /* a chunk is held by a thread that is slow or preempted: give our core away */
+    pthread_mutex_lock(&pool->mu);
+    atomic_store(&pool->waiting, 1); /* seq_cst: pairs with the finisher's fetch_add */
+    while (atomic_load(&pool->done) < n_chunks) pthread_cond_wait(&pool->done_cv, &pool->mu);
+    atomic_store(&pool->waiting, 0);
+    pthread_mutex_unlock(&pool->mu);
     return NANO_K_OK;
 }
 

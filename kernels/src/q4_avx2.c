@@ -231,6 +231,143 @@ INLINE void q4q8_rows4(const nano_q4_matrix *w, const nano_q8_act *x, float *y, 
     }
 }
 
+/* ---- GEMM (m > 1): prepared activation tiles, 4 weight rows x 4 activation rows ----
+ * K is walked in chunks of GKB blocks and M in blocks of GMB rows. For each (row block,
+ * K chunk) the activations are prepared once into a stack tile (nibble-matched halves
+ * as in q4q8_tile, and the activation scales already expanded to the lane order the
+ * reduction leaves: [d_b x4 | d_b+1 x4]), so the inner loop reads them as memory
+ * operands, and every weight tile of the thread's output range reuses them. Per block
+ * pair, 4 weight rows are unpacked once and multiplied with 4 activation rows (16 s16
+ * partial-sum vectors, folded with vphaddw two rows at a time to keep the register
+ * count down); then per activation row one madd, one cvt and two fma finish the 4
+ * rows x 2 blocks. Partial dot products of a K chunk are added into y (the float
+ * summation order differs from the scalar reference only by the chunking: the int
+ * block sums are exact). */
+#define GKB 16 /* blocks per K chunk (multiple of 4: whole groups for g128) */
+#define GMB 32 /* activation rows per prepared tile */
+
+typedef struct {
+    int8_t q[GMB][GKB * 32];  /* per pair: [b 0..15 | b+1 0..15], [b 16..31 | b+1 16..31] */
+    float d[GMB][GKB / 2][8]; /* [d_b x4 | d_b+1 x4] */
+    float s[GMB][GKB / 2][8]; /* the same for c * ds (c = -8 symmetric, 1 asymmetric) */
+} gemm_act_tile;
+
+static void gemm_prep(const nano_q8_act *x, int i0, int mr, int b0, int npairs, float cz,
+                      gemm_act_tile *t) {
+    const int K = x->k, nb = K / NANO_QK;
+    for (int m = 0; m < mr; m++) {
+        const int8_t *xq = x->q + (size_t)(i0 + m) * K + b0 * 32;
+        const float *xd = x->d + (size_t)(i0 + m) * nb + b0, *xs = x->ds + (size_t)(i0 + m) * nb + b0;
+        for (int p = 0; p < npairs; p++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(xq + p * 64));
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(xq + p * 64 + 32));
+            _mm256_store_si256((__m256i *)(t->q[m] + p * 64), _mm256_permute2x128_si256(a, c, 0x20));
+            _mm256_store_si256((__m256i *)(t->q[m] + p * 64 + 32), _mm256_permute2x128_si256(a, c, 0x31));
+            _mm256_store_ps(t->d[m][p], _mm256_set_m128(_mm_set1_ps(xd[2 * p + 1]), _mm_set1_ps(xd[2 * p])));
+            _mm256_store_ps(t->s[m][p], _mm256_set_m128(_mm_set1_ps(xs[2 * p + 1] * cz), _mm_set1_ps(xs[2 * p] * cz)));
+        }
+    }
+}
+
+INLINE __m256i gemm_p(__m256i lo, __m256i hi, const int8_t *xq) {
+    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)xq)),
+                            _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(xq + 32))));
+}
+
+/* 4 weight rows (wr, row stride ws) x MR prepared rows [m0, m0+MR) over npairs pairs;
+ * out[m] = the 4 row sums (lanes 0..3 of a __m128) */
+INLINE void gemm_kernel(const uint8_t *wr, size_t ws, int npairs, const float *stab,
+                        const float *mtab, const gemm_act_tile *t, int m0, __m128 *out,
+                        const int MR, const int GS, const int ASYM) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[MR], acc2[MR];
+    for (int m = 0; m < MR; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
+    for (int p = 0; p < npairs; p++) {
+        __m256i h01[MR];
+        {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wr + p * 32));
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wr + ws + p * 32));
+            const __m256i lo0 = _mm256_and_si256(w0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), m4);
+            const __m256i lo1 = _mm256_and_si256(w1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(w1, 4), m4);
+            for (int m = 0; m < MR; m++) {
+                const int8_t *xq = t->q[m0 + m] + p * 64;
+                h01[m] = _mm256_hadd_epi16(gemm_p(lo0, hi0, xq), gemm_p(lo1, hi1, xq));
+            }
+        }
+        const __m256i w2 = _mm256_loadu_si256((const __m256i *)(wr + 2 * ws + p * 32));
+        const __m256i w3 = _mm256_loadu_si256((const __m256i *)(wr + 3 * ws + p * 32));
+        const __m256i lo2 = _mm256_and_si256(w2, m4), hi2 = _mm256_and_si256(_mm256_srli_epi16(w2, 4), m4);
+        const __m256i lo3 = _mm256_and_si256(w3, m4), hi3 = _mm256_and_si256(_mm256_srli_epi16(w3, 4), m4);
+        const __m256 sv = tab_pair(stab, 2 * p, GS);
+        for (int m = 0; m < MR; m++) {
+            const int8_t *xq = t->q[m0 + m] + p * 64;
+            const __m256i h = _mm256_hadd_epi16(h01[m], _mm256_hadd_epi16(gemm_p(lo2, hi2, xq), gemm_p(lo3, hi3, xq)));
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones));
+            const __m256 dv = _mm256_load_ps(t->d[m0 + m][p]), dsv = _mm256_load_ps(t->s[m0 + m][p]);
+            if (ASYM) {
+                acc[m] = _mm256_fmadd_ps(_mm256_mul_ps(f, dv), sv, acc[m]);
+                acc2[m] = _mm256_fmadd_ps(tab_pair(mtab, 2 * p, GS), dsv, acc2[m]);
+            } else {
+                acc[m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dv, dsv), sv, acc[m]);
+            }
+        }
+    }
+    for (int m = 0; m < MR; m++) {
+        const __m256 a = ASYM ? _mm256_add_ps(acc[m], acc2[m]) : acc[m];
+        out[m] = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    }
+}
+
+/* output columns [n0, n1) x all activation rows */
+INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n0, int n1,
+                      const int GS, const int ASYM) {
+    const int K = w->k, N = w->n, M = x->m, nb = K / NANO_QK, ng = nano_q4_ngroups(w), bpg = GS / 32;
+    const size_t ws = (size_t)(K / 2);
+    const int n4 = n0 + (n1 - n0) / 4 * 4;
+    gemm_act_tile t __attribute__((aligned(32)));
+    float stab[GKB * 4] __attribute__((aligned(32)));
+    float mtab[ASYM ? GKB * 4 : 1] __attribute__((aligned(32)));
+    const int npt = nb / 2 * 2; /* blocks done in pairs; an odd last block goes to the tail */
+    for (int i0 = 0; i0 < M; i0 += GMB) {
+        const int mr = M - i0 < GMB ? M - i0 : GMB;
+        for (int b0 = 0; b0 < npt || (b0 == 0 && npt == 0); b0 += GKB) {
+            const int nbc = npt - b0 < GKB ? npt - b0 : GKB; /* even */
+            const int last = b0 + GKB >= npt;
+            if (nbc > 0) gemm_prep(x, i0, mr, b0, nbc / 2, ASYM ? 1.0f : -8.0f, &t);
+            const int g0 = b0 / bpg, gcnt = (nbc + bpg - 1) / bpg;
+            for (int n = n0; n < n4; n += 4) {
+                if (nbc > 0) {
+                    scale_table4(w->scales + (size_t)n * ng, ng, g0, gcnt, stab);
+                    if (ASYM) scale_table4(w->mins + (size_t)n * ng, ng, g0, gcnt, mtab);
+                }
+                const uint8_t *wr = w->qweight + (size_t)n * ws + (size_t)b0 * 16;
+                for (int m = 0; m < mr;) {
+                    __m128 v[4];
+                    int step;
+                    if (mr - m >= 4) { gemm_kernel(wr, ws, nbc / 2, stab, mtab, &t, m, v, 4, GS, ASYM); step = 4; }
+                    else if (mr - m >= 2) { gemm_kernel(wr, ws, nbc / 2, stab, mtab, &t, m, v, 2, GS, ASYM); step = 2; }
+                    else { gemm_kernel(wr, ws, nbc / 2, stab, mtab, &t, m, v, 1, GS, ASYM); step = 1; }
+                    for (int u = 0; u < step; u++) {
+                        float *yp = y + (size_t)(i0 + m + u) * N + n;
+                        __m128 r = v[u];
+                        if (b0 > 0) r = _mm_add_ps(r, _mm_loadu_ps(yp));
+                        if (last && npt < nb) { /* odd block count: the last block of the rows */
+                            float tl[4];
+                            for (int q = 0; q < 4; q++) tl[q] = q4_q8_tail_block(w, n + q, x, i0 + m + u, nb - 1);
+                            r = _mm_add_ps(r, _mm_loadu_ps(tl));
+                        }
+                        _mm_storeu_ps(yp, r);
+                    }
+                    m += step;
+                }
+            }
+            if (npt == 0) break;
+        }
+        for (int n = n4; n < n1; n++)
+            for (int i = i0; i < i0 + mr; i++) q4q8_tile(w, x, y, n, i, 1, 1, GS == 32, ASYM);
+    }
+}
+
 /* ---- GEMV (one activation row): the decode hot path ------------------------
  * The activation row is re-laid once per call into a stack buffer: per block pair the
  * nibble-matched halves (xlo, xhi as in q4q8_tile), and per 8 blocks the activation
@@ -348,17 +485,7 @@ INLINE void q4q8_gemv(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
             q4q8_gemv(w, x, y, n0, n1, GS, ASYM);                                         \
             return;                                                                       \
         }                                                                                 \
-        for (int i0 = 0; i0 < M; i0 += MB) {                                              \
-            const int i1 = i0 + MB < M ? i0 + MB : M;                                     \
-            const int i2 = i0 + (i1 - i0) / 2 * 2;                                        \
-            int n = n0;                                                                   \
-            for (; n + 4 <= n1; n += 4) {                                                 \
-                q4q8_rows4(w, x, y, n, i0, i2, 2, GS, ASYM);                              \
-                q4q8_rows4(w, x, y, n, i2, i1, 1, GS, ASYM);                              \
-            }                                                                             \
-            for (; n < n1; n++)                                                           \
-                for (int i = i0; i < i1; i++) q4q8_tile(w, x, y, n, i, 1, 1, GS == 32, ASYM); \
-        }                                                                                 \
+        q4q8_gemm(w, x, y, n0, n1, GS, ASYM);                                             \
     }
 Q4Q8_VARIANT(q4q8_g32_sym, 32, 0)
 Q4Q8_VARIANT(q4q8_g32_asym, 32, 1)
