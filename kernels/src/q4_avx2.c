@@ -377,6 +377,9 @@ INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
  * stay within s16, see q4q8_rows4), one madd, one cvt, and two or three fma with the
  * row's scales (and mins) read straight from the row: no per-row-set scale table. */
 #define GEMV_KMAX 16384
+#ifndef GEMV_PF
+#define GEMV_PF 2048 /* bytes of the weight stream prefetched ahead (the rows are contiguous) */
+#endif
 
 INLINE __m256 gemv_scales8(const uint16_t *s, int b, const int GS) {
     if (GS == 32) {
@@ -426,6 +429,11 @@ INLINE void q4q8_gemv(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
         int b = 0;
         for (; b < n8; b += 8) {
             __m256i P[4];
+#if GEMV_PF > 0
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF + 64), _MM_HINT_T0);
+            if ((b & 31) == 0) _mm_prefetch((const char *)(sc + b + GEMV_PF / 16), _MM_HINT_T0);
+#endif
             for (int j = 0; j < 4; j++) {
                 const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 16 + j * 32));
                 const __m256i lo = _mm256_and_si256(wv, m4);
