@@ -243,8 +243,12 @@ INLINE void q4q8_rows4(const nano_q4_matrix *w, const nano_q8_act *x, float *y, 
  * rows x 2 blocks. Partial dot products of a K chunk are added into y (the float
  * summation order differs from the scalar reference only by the chunking: the int
  * block sums are exact). */
+#ifndef GKB
 #define GKB 16 /* blocks per K chunk (multiple of 4: whole groups for g128) */
-#define GMB 32 /* activation rows per prepared tile */
+#endif
+#ifndef GMB
+#define GMB 64 /* activation rows per prepared tile (the tile is 64 KiB of stack) */
+#endif
 
 typedef struct {
     int8_t q[GMB][GKB * 32];  /* per pair: [b 0..15 | b+1 0..15], [b 16..31 | b+1 16..31] */
@@ -341,6 +345,10 @@ INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
                     if (ASYM) scale_table4(w->mins + (size_t)n * ng, ng, g0, gcnt, mtab);
                 }
                 const uint8_t *wr = w->qweight + (size_t)n * ws + (size_t)b0 * 16;
+                if (n + 4 < n4) /* the next weight tile: 4 rows x nbc * 16 bytes, far apart */
+                    for (int r = 0; r < 4; r++)
+                        for (int o = 0; o < nbc * 16; o += 64)
+                            _mm_prefetch((const char *)(wr + (size_t)(4 + r) * ws + o), _MM_HINT_T0);
                 for (int m = 0; m < mr;) {
                     __m128 v[4];
                     int step;
