@@ -74,6 +74,17 @@ def q4_bytes(n, k):
 
 
 # ----------------------------------------------------------------------------- timing
+SETTLE_S = float(os.environ.get("NANO_BENCH_SETTLE_MS", "0")) / 1000.0
+
+
+def settle():
+    """--settle-ms: idle before a timed batch, so the thread pools of the contender timed just
+    before (OpenMP, ORT, XNNPACK and ours spin for a while after a call) have gone to sleep and
+    do not compete with this one for the 2 cores. 0 (default): back to back, as before."""
+    if SETTLE_S > 0:
+        time.sleep(SETTLE_S)
+
+
 def timeit_interleaved(fns: dict, rounds: int, target_s: float = 0.02) -> dict:
     """Median seconds per call of each callable, sampled round-robin."""
     inner = {}
@@ -87,6 +98,7 @@ def timeit_interleaved(fns: dict, rounds: int, target_s: float = 0.02) -> dict:
     for _ in range(rounds):
         for name, fn in fns.items():
             n = inner[name]
+            settle()
             t = time.perf_counter()
             for _ in range(n):
                 fn()
@@ -311,6 +323,7 @@ def run_threads(threads, quick, enabled):
             for cname, fn in cf.items():
                 reps = copies if cname.startswith("ours") else (
                     max(2, -(-GIB // (4 * n * k))) if cname == "torch-fp32" else max(2, -(-GIB // (n * k // 2))))
+                settle()
                 t = time.perf_counter()
                 for _ in range(reps):
                     fn()
@@ -425,8 +438,15 @@ def main():
     ap.add_argument("--from-partial", metavar="JSONL", help="only render the report from the rows a "
                     "(possibly interrupted) run appended to JSONL, plus --membw-json")
     ap.add_argument("--membw-json", metavar="JSON", help="with --from-partial: a kernels.json for membw")
+    ap.add_argument("--settle-ms", type=float, default=None,
+                    help="idle this long before each timed batch so the previous contender's spinning "
+                         "thread pool has gone to sleep (default 0: back to back)")
     ap.add_argument("--_worker", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.settle_ms is not None:  # the workers read it from the environment
+        os.environ["NANO_BENCH_SETTLE_MS"] = str(args.settle_ms)
+        global SETTLE_S
+        SETTLE_S = args.settle_ms / 1000.0
     enabled = set(args.peers.split(",")) if args.peers != "none" else set()
     warnings.filterwarnings("ignore")
     if args._worker:
