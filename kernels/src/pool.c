@@ -16,10 +16,12 @@
  * its own core has nothing else to run) keeps its core busy, and the preempted
  * thread stays queued behind whatever took its core for a whole time slice
  * (milliseconds, against a job of ~0.1-1 ms: 2 threads measured slower than 1).
- * So the caller spins only briefly (longer than a chunk normally takes to finish)
- * and then sleeps on a condition variable: its core goes idle, the scheduler's
- * idle balancing moves the preempted thread onto it, and the thread that finishes
- * the last chunk wakes the caller. */
+ * So the caller spins only briefly (~50 us here: longer than the last chunk normally
+ * takes) and then sleeps on a condition variable: its core is free for the scheduler
+ * to run the preempted thread (or whatever preempted it) there, and the thread that
+ * finishes the last chunk wakes the caller. Measured with one core taken by another
+ * process: nano-1.up GEMV at 2 threads 9.5 -> 14 GB/s (kernel unchanged otherwise);
+ * on an idle machine nothing changes (the wait is shorter than the spin). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
