@@ -19,9 +19,9 @@
  * So the caller spins only briefly (~50 us here: longer than the last chunk normally
  * takes) and then sleeps on a condition variable: its core is free for the scheduler
  * to run the preempted thread (or whatever preempted it) there, and the thread that
- * finishes the last chunk wakes the caller. Measured with one core taken by another
- * process: nano-1.up GEMV at 2 threads 9.5 -> 14 GB/s (kernel unchanged otherwise);
- * on an idle machine nothing changes (the wait is shorter than the spin). */
+ * finishes the last chunk wakes the caller. On an idle machine nothing changes (the
+ * wait is shorter than the spin); with both cores taken by other processes its effect
+ * was within the noise (nano-1.up GEMV, 2 threads, 7.5-8.8 GB/s either way). */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
