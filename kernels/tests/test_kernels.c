@@ -208,6 +208,12 @@ int main(void) {
                 for (int asym = 0; asym < 2; asym++)
                     test_q4(pool, shapes[s][0], shapes[s][1], groups[gi], asym, ms[(s + gi + asym) % 3]);
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) test_q8(pool, shapes[s][0], shapes[s][1], ms[s % 3]);
+        /* GEMM tiling (AVX2: 64-row activation tiles, 16-block K chunks, 4x4 micro-tiles):
+         * m across tile and micro-tile edges, odd block counts, odd n, several K chunks */
+        static const int gshapes[][3] = {{37, 1056, 67}, {20, 544, 131}, {9, 1024, 64}};
+        for (size_t s = 0; s < sizeof gshapes / sizeof gshapes[0]; s++)
+            for (int gi = 0; gi < 3; gi++)
+                test_q4(pool, gshapes[s][0], gshapes[s][1], groups[gi], (int)((s + gi) & 1), gshapes[s][2]);
         nano_pool_free(pool);
     }
     nano_kernel_set_variant(-1);
