@@ -121,7 +121,7 @@ INLINE void q4q8_tile(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
         }
 }
 
-/* ---- 4-row tiles: the hot path --------------------------------------------
+/* ---- 4-row tiles ------------------------------------------------------------
  * For 4 weight rows and one activation row, the per-row s16 partial sums of a
  * block pair are folded with three vphaddw into one vector holding the 8 block
  * sums [r0 r1 r2 r3 | r0 r1 r2 r3] (blocks b | b+1; a block sum of 16 s16
@@ -158,77 +158,6 @@ INLINE __m256 tab_pair(const float *tab, int rel_b, const int GS) {
     if (GS == 32) return _mm256_loadu_ps(tab + 4 * rel_b);
     if (GS == 64) return _mm256_broadcast_ps((const __m128 *)(tab + 4 * (rel_b >> 1)));
     return _mm256_broadcast_ps((const __m128 *)(tab + 4 * (rel_b >> 2)));
-}
-
-/* 4 weight rows [n, n+4) x activation rows [i0, i1), MR at a time */
-INLINE void q4q8_rows4(const nano_q4_matrix *w, const nano_q8_act *x, float *y, int n, int i0,
-                       int i1, const int MR, const int GS, const int ASYM) {
-    const int K = w->k, nb = K / NANO_QK, ng = nano_q4_ngroups(w), bpg = GS / 32;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    const __m128 cz = _mm_set1_ps(ASYM ? 1.0f : -8.0f);
-    float stab[SCHUNK * 4] __attribute__((aligned(32)));
-    float mtab[ASYM ? SCHUNK * 4 : 1] __attribute__((aligned(32)));
-    const uint8_t *wr = w->qweight + (size_t)n * (K / 2);
-    const size_t wstride = (size_t)(K / 2);
-    for (int c0 = 0; c0 < ng; c0 += SCHUNK) {
-        const int cnt = ng - c0 < SCHUNK ? ng - c0 : SCHUNK;
-        scale_table4(w->scales + (size_t)n * ng, ng, c0, cnt, stab);
-        if (ASYM) scale_table4(w->mins + (size_t)n * ng, ng, c0, cnt, mtab);
-        const int bstart = c0 * bpg;
-        const int bend = (c0 + cnt) * bpg < nb ? (c0 + cnt) * bpg : nb;
-        for (int i = i0; i + MR <= i1; i += MR) {
-            __m256 acc[MR], acc2[MR];
-            for (int m = 0; m < MR; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
-            int b = bstart;
-            for (; b + 1 < bend; b += 2) {
-                __m256i xlo[MR], xhi[MR];
-                __m256 dxv[MR], dsv[MR];
-                for (int m = 0; m < MR; m++) {
-                    const int8_t *xq = x->q + (size_t)(i + m) * K + b * 32;
-                    const __m256i a = _mm256_loadu_si256((const __m256i *)xq);
-                    const __m256i c = _mm256_loadu_si256((const __m256i *)(xq + 32));
-                    xlo[m] = _mm256_permute2x128_si256(a, c, 0x20);
-                    xhi[m] = _mm256_permute2x128_si256(a, c, 0x31);
-                    const size_t xb = (size_t)(i + m) * nb + b;
-                    dxv[m] = expand2(load2f(x->d + xb));
-                    dsv[m] = expand2(_mm_mul_ps(load2f(x->ds + xb), cz));
-                }
-                __m256i P[MR][4];
-                for (int r = 0; r < 4; r++) {
-                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + r * wstride + b * 16));
-                    const __m256i lo = _mm256_and_si256(wv, m4);
-                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
-                    for (int m = 0; m < MR; m++)
-                        P[m][r] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo[m]),
-                                                   _mm256_maddubs_epi16(hi, xhi[m]));
-                }
-                const __m256 sv = tab_pair(stab, b - bstart, GS);
-                for (int m = 0; m < MR; m++) {
-                    const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(P[m][0], P[m][1]),
-                                                        _mm256_hadd_epi16(P[m][2], P[m][3]));
-                    const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones));
-                    if (ASYM) {
-                        acc[m] = _mm256_fmadd_ps(_mm256_mul_ps(f, dxv[m]), sv, acc[m]);
-                        acc2[m] = _mm256_fmadd_ps(tab_pair(mtab, b - bstart, GS), dsv[m], acc2[m]);
-                    } else {
-                        acc[m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dxv[m], dsv[m]), sv, acc[m]);
-                    }
-                }
-            }
-            for (int m = 0; m < MR; m++) {
-                const __m256 t = ASYM ? _mm256_add_ps(acc[m], acc2[m]) : acc[m];
-                __m128 v = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-                float *yp = y + (size_t)(i + m) * w->n + n;
-                if (c0 > 0) v = _mm_add_ps(v, _mm_loadu_ps(yp));
-                if (b < bend) { /* odd block count: the last block of the row */
-                    float tl[4];
-                    for (int r = 0; r < 4; r++) tl[r] = q4_q8_tail_block(w, n + r, x, i + m, b);
-                    v = _mm_add_ps(v, _mm_loadu_ps(tl));
-                }
-                _mm_storeu_ps(yp, v);
-            }
-        }
-    }
 }
 
 /* ---- GEMM (m > 1): prepared activation tiles, 4 weight rows x 4 activation rows ----
@@ -382,7 +311,7 @@ INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
  * scales in the order the reduction below leaves the block sums in:
  * [b0 b2 b4 b6 | b1 b3 b5 b7]. Then each weight row is streamed 8 blocks (128 bytes)
  * at a time: 4 x (and, shift, 2 maddubs, add), three vphaddw (block sums of 16 products
- * stay within s16, see q4q8_rows4), one madd, one cvt, and two or three fma with the
+ * stay within s16, see the 4-row tiles above), one madd, one cvt, and two or three fma with the
  * row's scales (and mins) read straight from the row: no per-row-set scale table. */
 #define GEMV_KMAX 16384
 #ifndef GEMV_PF
