@@ -53,9 +53,11 @@ EPS = 1e-6
 
 
 class Perturbed:
-    """all_logits of a PteDecoder, optionally with the embedding output perturbed."""
+    """all_logits of a PteDecoder, optionally with the embedding output perturbed
+    (every_layer: each block's input too, like an implementation whose every op rounds
+    differently)."""
 
-    def __init__(self, model):
+    def __init__(self, model, every_layer: bool = False):
         self.m = model
         self.eps = 0.0
         orig = model.embed.forward
@@ -64,6 +66,11 @@ class Perturbed:
             x = orig(t)
             return x if self.eps == 0 else x * (1 + self.eps * torch.randn_like(x))
         model.embed.forward = fwd
+        if every_layer:
+            for blk in model.layers:
+                blk.register_forward_pre_hook(
+                    lambda mod, args: None if self.eps == 0 else
+                    (args[0] * (1 + self.eps * torch.randn_like(args[0])),) + tuple(args[1:]))
 
     @torch.no_grad()
     def logits(self, ids, eps=0.0, seed=0):
@@ -84,8 +91,8 @@ def prefix(a, b):
     return n
 
 
-def floor(model, tok, n_tokens, seeds):
-    p = Perturbed(model)
+def floor(model, tok, n_tokens, seeds, every_layer=False):
+    p = Perturbed(model, every_layer)
     tops, prefs = [], []
     for text in PROMPTS:
         ids = tok.encode(text)
@@ -148,8 +155,27 @@ def main():
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--every-layer-only", action="store_true",
+                    help="only the floor with every block's input perturbed -> "
+                         "pte_noise_floor_layers.md")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.every_layer_only:
+        lines = ["# 8da4w noise floor with every block's input perturbed by (1 + 1e-6·N(0,1))", "",
+                 "| model | top-1 | identical greedy prefixes |", "|---|---|---|"]
+        res = {}
+        for name in args.models:
+            lm = load_model(name)
+            q = build_quantized_decoder(lm.model, ExportOptions(max_seq_len=1024))
+            res[name] = floor(q, lm.tokenizer, args.tokens, range(args.seeds), every_layer=True)
+            print(name, res[name], flush=True)
+            lines.append(f"| {name} | {res[name]['top1']:.1%} | {res[name]['identical_prefix']} |")
+        with open(os.path.join(args.out, "pte_noise_floor_layers.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        with open(os.path.join(args.out, "pte_noise_floor_layers.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print("\n".join(lines))
+        return
     res = {}
     for name in args.models:
         lm = load_model(name)
