@@ -82,15 +82,6 @@ class Perturbed:
             self.eps = 0.0
 
 
-def prefix(a, b):
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def floor(model, tok, n_tokens, seeds, every_layer=False):
     p = Perturbed(model, every_layer)
     tops, prefs = [], []
@@ -103,7 +94,7 @@ def floor(model, tok, n_tokens, seeds, every_layer=False):
         for s in seeds:
             b = p.logits(seq, EPS, s)[len(ids) - 1:-1].argmax(-1)
             tops.append(float((a == b).mean()))
-            prefs.append(prefix(list(a), list(b)))
+            prefs.append(R.first_divergence(list(a), list(b)))
     return {"top1": float(np.mean(tops)), "identical_prefix": prefs}
 
 
@@ -118,7 +109,7 @@ def pte_vs_ref(folder, model, tok, n_tokens):
             lr = model.all_logits(torch.tensor([seq]))[0].float().numpy()[len(ids) - 1:-1]
         la = R.teacher_forced_logits(pm, seq, len(ids))[:-1]
         tops.append(float((la.argmax(-1) == lr.argmax(-1)).mean()))
-        prefs.append(prefix([int(t) for t in lr.argmax(-1)], aa))
+        prefs.append(R.first_divergence([int(t) for t in lr.argmax(-1)], aa))
         dmax = max(dmax, float(np.abs(la - lr).max()))
     return {"top1": float(np.mean(tops)), "identical_prefix": prefs, "max_abs_logit_diff": dmax}
 
