@@ -70,6 +70,15 @@ ROWS = {
          dict(method="gptq", group_size=64, symmetric=True, mixed=4.5)),
         ("RTN g64 sym + q8 sensitive (mixed)", "nano",
          dict(method="rtn", group_size=64, symmetric=True, mixed=4.5)),
+        # more and more varied calibration: 64 x 512 tokens spread over the train split
+        ("GPTQ g32 sym [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, calib="builtin:train", n_calib=64)),
+        ("GPTQ g32 sym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64)),
+        ("AWQ+GPTQ g32 sym [64x512 train]", "nano",
+         dict(method="awq-gptq", group_size=32, symmetric=True, calib="builtin:train",
+              n_calib=64)),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
@@ -83,6 +92,11 @@ ROWS = {
         ("RTN g32 asym", "nano", dict(method="rtn", group_size=32)),
         ("GPTQ g128 asym + q8 sensitive (mixed)", "nano",
          dict(method="gptq", group_size=128, mixed=4.5)),
+        ("GPTQ g128 asym [64x512 train]", "nano",
+         dict(method="gptq", group_size=128, calib="builtin:train", n_calib=64)),
+        ("GPTQ g128 asym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=128, act_order=True, calib="builtin:train",
+              n_calib=64)),
     ],
 }
 
@@ -118,22 +132,39 @@ def sensitivity(model_name: str, group_size: int, symmetric: bool, work: str) ->
     model, cfg = lm.model.eval(), lm.config
     x = calib_batches(lm.tokenizer, english_text("calib"), 1, 256)
 
+    pos = torch.arange(x.shape[1])
+    with torch.no_grad():  # each layer's fp input, so a pass starts at the perturbed layer
+        _, hid = model(x, output_hidden_states=True)
+        h0 = model.embed(x)
+        if model.embed_scale != 1.0:
+            h0 = h0 * torch.tensor(model.embed_scale, dtype=h0.dtype)
+    h_in = [h0] + hid[:-1]
+
     @torch.no_grad()
-    def loss():
-        lg = model(x)[0, :-1].float()
+    def loss(i=0):
+        h = h_in[i]
+        for blk in model.layers[i:]:
+            h = blk(h, pos)
+        lg = torch.nn.functional.linear(model.norm(h), model.head_weight())[0, :-1].float()
         return float(torch.nn.functional.cross_entropy(lg, x[0, 1:]))
     base = loss()
     mods = dict(model.named_modules())
-    out = {}
+    part = path + ".partial"  # resumable: one entry per finished tensor
+    out = json.load(open(part)) if os.path.exists(part) else {}
     for prefix, _, _ in nf.linear_shapes(cfg):
+        if prefix in out:
+            continue
         lin = mods[prefix]
         w = lin.weight.data.clone()
         lin.weight.data = core.fake_quant(w.float(), group_size, symmetric).to(w.dtype)
-        out[prefix] = loss() - base
+        out[prefix] = loss(int(prefix.split(".")[1])) - base
         lin.weight.data = w
         print(f"  {prefix}: {out[prefix]:+.5f}", file=sys.stderr, flush=True)
+        json.dump(out, open(part + ".tmp", "w"))
+        os.replace(part + ".tmp", part)
     json.dump(out, open(path + ".tmp", "w"), indent=1)
     os.replace(path + ".tmp", path)
+    os.remove(part)
     return out
 
 
@@ -238,6 +269,25 @@ def gguf_bpw(path: str, cfg) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
+def calib_info(recipe: dict) -> dict:
+    """{"calib": "N x 512 split", ...} from a calibrated .nano recipe ({} for RTN)."""
+    if "calib_tokens" not in recipe:
+        return {}
+    split = recipe.get("calib", "").split(" ")[0].replace("builtin:", "")
+    n = recipe["calib_tokens"] // 512
+    return {"calib": f"{n}x512 {split}", "calib_tokens": recipe["calib_tokens"],
+            "act_order": recipe.get("act_order", False), "damp": recipe.get("damp")}
+
+
+def backfill_calib(results: dict, work: str):
+    """Rows cached before the calib column existed: read it from their .nano recipe."""
+    for rk, r in results.items():
+        key, label = rk.split("|", 1)
+        out = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.nano")
+        if "calib" not in r and "bpw_linear" in r and os.path.exists(out):
+            r.update(calib_info(nf.open_nano(out).recipe))
+
+
 def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_ppl=None,
             fp_tokens=None):
     t0 = time.time()
@@ -249,6 +299,7 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
         out = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.nano")
         opts = dict(opts)
         budget = opts.pop("mixed", None)
+        calib_seqs = opts.pop("n_calib", calib_seqs)
         if budget is not None:
             cfg = load_model(model_name, with_model=False).config
             opts["overrides"] = mixed_overrides(model_name, cfg, opts["group_size"],
@@ -260,6 +311,7 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
         f = nf.open_nano(out)
         bpw = nf.bits_per_weight(f.config, f.recipe)
         info.update(bpw_linear=bpw["linear"], bpw_total=bpw["total"])
+        info.update(calib_info(f.recipe))
         model = nf.load_reference(out, use_kernels=False).model
     elif kind == "exact":
         # bit-identical weights (tests/test_quant.py): compare every tensor instead of re-scoring
@@ -293,12 +345,14 @@ def fmt_table(results: dict, key: str) -> str:
     rows = [(lab, r) for (k, lab), r in ((tuple(x.split("|", 1)), r) for x, r in results.items())
             if k == key]
     fp = next((r["ppl"] for lab, r in rows if lab.startswith("fp")), None)
-    lines = [f"| {MODELS[key]} | linear bpw | file bpw | ppl | vs fp |", "|---|---:|---:|---:|---:|"]
+    lines = [f"| {MODELS[key]} | calibration | linear bpw | file bpw | ppl | vs fp |",
+             "|---|---|---:|---:|---:|---:|"]
     for lab, r in rows:
         d = f"{100 * (r['ppl'] / fp - 1):+.2f}%" if fp else ""
         bl = f"{r['bpw_linear']:.3f}" if "bpw_linear" in r else "32 (fp)"
         bt = f"{r['bpw_total']:.3f}" if "bpw_total" in r else "32 (fp)"
-        lines.append(f"| {lab} | {bl} | {bt} | {r['ppl']:.4f} | {d} |")
+        cal = r.get("calib", "-")
+        lines.append(f"| {lab} | {cal} | {bl} | {bt} | {r['ppl']:.4f} | {d} |")
     return "\n".join(lines)
 
 
@@ -373,13 +427,16 @@ def main():
         if other != cache:
             for k, v in json.load(open(other)).items():
                 results.setdefault(k, v)
+    backfill_calib(results, a.work)
     out = []
     for key in MODELS:
         if any(k.startswith(key + "|") for k in results):
             out.append(fmt_table(results, key))
     md = (f"Perplexity at ctx {a.ctx} on held-out English text (first {a.windows} windows of "
           "nano_runtime.data's eval split, scored like `nano eval ppl`); GPTQ/AWQ calibrate on "
-          f"{a.calib_seqs} x 512 tokens of the disjoint calib split. Every row: the same fp32 "
+          "the 'calibration' column's N x 512 tokens: consecutive windows of the disjoint "
+          "calib split, or windows spread evenly over the disjoint train split (never the "
+          "eval text). Every row: the same fp32 "
           "reference model with the row's dequantized weights. bpw counts fp16 scales/mins; "
           "'linear' = the transformer's linear layers, 'file' = every parameter (the nano rows "
           "keep embeddings/tied head in Q8, as llama.cpp's rows keep token_embd in Q8_0). The "

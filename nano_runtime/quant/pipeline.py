@@ -201,7 +201,10 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
         stream = rtn_stream(src, recipe)
     else:
         from .calib import calib_batches
-        tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len)
+        # the large built-in train split is sampled evenly over its length (varied topics);
+        # files and the small calib split keep consecutive windows from the start
+        tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len,
+                               spread=calib_desc.startswith("builtin:train"))
         recipe = make_recipe(cfg, method, group_size, symmetric, embed, head, calib_desc,
                              calib_tokens=int(tokens.numel()), act_order=bool(act_order),
                              damp=damp, overrides=dict(overrides or {}))
