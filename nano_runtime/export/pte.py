@@ -7,6 +7,8 @@ Pipeline (small chained steps, as ExecuTorch's own ``extension/llm/export``):
                                group 32) on every block linear, 8da8w (per-channel) on the
                                head, int8 per-channel weight-only on the embedding
       --torch.export (T dynamic, 1..max_seq_len-1)-->
+      --exact_gelu_decomposition-->  gelu(approximate="tanh") spelled out as mul/add/tanh
+                               (XNNPACK's GELU is the erf form whatever `approximate` says)
       --to_edge_transform_and_lower(XNNPACK, constant methods from export_metadata)-->
       --to_executorch (memory planning, quant fusion)-->  model.pte (temp file + rename)
 
@@ -23,6 +25,7 @@ benchmarks/bench_export.py).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -156,6 +159,34 @@ def round_group_scales_bf16(model: nn.Module) -> int:
     return n
 
 
+def _gelu_tanh_decomposition(x, approximate="none"):
+    """aten.gelu(x, approximate="tanh") as primitive ops, PyTorch's CPU kernel formula:
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The erf form is left to XNNPACK."""
+    if approximate != "tanh":
+        return NotImplemented
+    beta = math.sqrt(2.0) * (2.0 / math.sqrt(math.pi)) * 0.5
+    inner = beta * (x + 0.044715 * (x * x * x))
+    return 0.5 * x * (1.0 + torch.tanh(inner))
+
+
+def exact_gelu_decomposition(ep):
+    """Make the program compute the GELU the model asks for.
+
+    ExecuTorch's XNNPACK partitioner claims every aten.gelu node and serializes it as
+    XNNPACK's GELU, which is the exact erf form, dropping `approximate` (executorch 1.5.1
+    backends/xnnpack/operators/op_gelu.py). Gemma's MLP uses the tanh form; the two differ
+    by up to 4.7e-4 per element (at |x| ~ 2.7), an op computed differently, not rounding.
+    Decomposing the tanh form into mul/add/tanh before partitioning keeps the whole MLP
+    in the delegate (XNNPACK has all three) with the model's math.
+    """
+    ep = ep.run_decompositions({torch.ops.aten.gelu.default: _gelu_tanh_decomposition})
+    for node in ep.graph.nodes:
+        if node.target == torch.ops.aten.gelu.default and \
+                node.kwargs.get("approximate", "none") == "tanh":
+            raise NanoError("export: gelu(approximate='tanh') left in the program")
+    return ep
+
+
 def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> bytes:
     """torch.export -> edge (XNNPACK) -> ExecuTorch program bytes."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -174,6 +205,7 @@ def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> byt
     dyn = ({1: torch.export.Dim("token_dim", min=1, max=max_t)}, None)
     with torch.no_grad():
         ep = torch.export.export(model, example, dynamic_shapes=dyn, strict=False)
+        ep = exact_gelu_decomposition(ep)
     step("export")
     edge = to_edge_transform_and_lower(
         ep, partitioner=[XnnpackPartitioner()], constant_methods=metadata,
