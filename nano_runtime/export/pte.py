@@ -187,8 +187,12 @@ def exact_gelu_decomposition(ep):
     return ep
 
 
-def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> bytes:
-    """torch.export -> edge (XNNPACK) -> ExecuTorch program bytes."""
+def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None,
+                        exact_gelu: bool = True) -> bytes:
+    """torch.export -> edge (XNNPACK) -> ExecuTorch program bytes.
+
+    exact_gelu=False skips exact_gelu_decomposition (only to measure what it fixes:
+    benchmarks/pte_gemma_gap.py)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import (EdgeCompileConfig, ExecutorchBackendConfig,
                                  to_edge_transform_and_lower)
@@ -205,7 +209,8 @@ def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None) -> byt
     dyn = ({1: torch.export.Dim("token_dim", min=1, max=max_t)}, None)
     with torch.no_grad():
         ep = torch.export.export(model, example, dynamic_shapes=dyn, strict=False)
-        ep = exact_gelu_decomposition(ep)
+        if exact_gelu:
+            ep = exact_gelu_decomposition(ep)
     step("export")
     edge = to_edge_transform_and_lower(
         ep, partitioner=[XnnpackPartitioner()], constant_methods=metadata,
