@@ -199,6 +199,26 @@ def test_q8_weights(variant):
         assert np.array_equal(ye, exact.astype(np.float32))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_q8_gemm_crosses_tiles(variant):
+    """int8 weights, m = 70 (> the 64-row activation tile), K = 1088 (34 blocks: two K
+    chunks of the tiled GEMM), n = 37 (a 4-row tail): exact on exactly representable data,
+    and the fp32 path within its bound."""
+    r = rng(15)
+    n, k, m = 37, 1088, 70
+    w = r.standard_normal((n, k)).astype(np.float32)
+    q, s = K.pack_q8(w)
+    se = (2.0 ** r.integers(-1, 2, s.shape)).astype(np.float16)
+    xe = exact_x(r, m, k)
+    exact = xe.astype(np.float64) @ K.dequantize_q8(q, se).astype(np.float64).T
+    for threads in (1, 2):
+        ye = K.q8_matmul(xe, q, se, act="q8", variant=variant, threads=threads)
+        assert np.array_equal(ye, exact.astype(np.float32))
+    x = r.standard_normal((m, k)).astype(np.float32)
+    wd = K.dequantize_q8(q, s)
+    assert np.all(np.abs(K.q8_matmul(x, q, s, variant=variant, threads=2) - x @ wd.T) <= fp_tol(x, wd))
+
+
 def test_dequant_row_matches_numpy():
     r = rng(10)
     qw, sc, mn = random_q4(r, 6, 160, 64, False)

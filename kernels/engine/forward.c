@@ -89,6 +89,22 @@ out:
     return NANO_OK;
 }
 
+/* The gated MLP activation, split across the pool in 64-float aligned chunks. */
+typedef struct {
+    float *a;
+    const float *b;
+    size_t n;
+    int gelu;
+} glu_job;
+
+static void glu_task(void *arg, int tid, int nth) {
+    glu_job *j = arg;
+    size_t per = ((j->n + nth - 1) / nth + 63) / 64 * 64, lo = (size_t)tid * per;
+    if (lo >= j->n) return;
+    size_t cnt = j->n - lo < per ? j->n - lo : per;
+    nano_glu(j->a + lo, j->b + lo, cnt, j->gelu);
+}
+
 /* Quantize x [m, k] into ctx->act once for several matmuls sharing the input. */
 static int quantize_input(nano_context *ctx, const float *x, int m, int k) {
     if (ctx->params.precise) return NANO_OK;
@@ -305,19 +321,9 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
         float *ys[2] = {ctx->hb, ctx->hb2};
         if ((rc = linear_multi(ctx, ws, ys, 2, ctx->xb, T))) return rc;
     }
-    size_t nh = (size_t)T * hid;
-    if (c->gelu) {
-        const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
-        for (size_t i = 0; i < nh; i++) {
-            float g = ctx->hb[i];
-            ctx->hb[i] = 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g))) * ctx->hb2[i];
-        }
-    } else {
-        for (size_t i = 0; i < nh; i++) {
-            float g = ctx->hb[i];
-            ctx->hb[i] = g / (1.0f + expf(-g)) * ctx->hb2[i];
-        }
-    }
+    glu_job gj = {ctx->hb, ctx->hb2, (size_t)T * hid, c->gelu};
+    if ((rc = nano_pool_run(ctx->pool, glu_task, &gj)))
+        return nano_set_error(NANO_ERR_KERNEL, "thread pool: %s", nano_kernel_status_string(rc));
     if ((rc = nano_linear_matmul(ctx, &L->w_down, ctx->hb, ctx->h, T, 0))) return rc;
     for (int t = 0; t < T; t++) {
         float *h = ctx->h + (size_t)t * dim, *x = ctx->x + (size_t)t * dim;

@@ -137,6 +137,12 @@ typedef struct {
 /* The best implementation for the active kernel variant and this head_dim. */
 const nano_attn_ops *nano_attn_ops_get(int head_dim);
 
+/* Gated MLP activation in place: a[i] = act(a[i]) * b[i] for i < n, act = SiLU
+ * (gelu == 0) or GELU with the tanh approximation (gelu != 0), both computed as
+ * z * sigmoid(c z) (0.5 g (1 + tanh u) == g sigmoid(2u)). The AVX2 version uses a
+ * polynomial exp (relative error ~2e-7 against the libm one). Not exported. */
+void nano_glu(float *a, const float *b, size_t n, int gelu);
+
 /* ---- fp16 <-> fp32 (IEEE binary16, round to nearest even) ---------------- */
 NANO_API float nano_fp16_to_fp32(uint16_t h);
 NANO_API uint16_t nano_fp32_to_fp16(float f);

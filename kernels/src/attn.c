@@ -4,6 +4,8 @@
  * builds use: the compiler vectorizes these loops); attn_avx2.c has the F16C/FMA versions.
  * Chosen per call from the active kernel variant. fp results may differ from the plain
  * loops in summation order only. */
+#include <math.h>
+
 #include "kernels_internal.h"
 
 static void scores_f16_c(const float *q, const uint16_t *k, int rows, int hd, float scale,
@@ -52,4 +54,30 @@ const nano_attn_ops *nano_attn_ops_get(int head_dim) {
 #endif
     (void)head_dim;
     return &nano_attn_ops_c;
+}
+
+void nano_glu_c(float *a, const float *b, size_t n, int gelu) {
+    if (gelu) {
+        const float k0 = 0.7978845608028654f; /* sqrt(2/pi) */
+        for (size_t i = 0; i < n; i++) {
+            const float g = a[i];
+            a[i] = 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g))) * b[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const float g = a[i];
+            a[i] = g / (1.0f + expf(-g)) * b[i];
+        }
+    }
+}
+
+void nano_glu(float *a, const float *b, size_t n, int gelu) {
+#if defined(__x86_64__) || defined(_M_X64)
+    const int v = nano_kernel_variant();
+    if (v == NANO_VARIANT_AVX2 || v == NANO_VARIANT_AVX512) {
+        nano_glu_avx2(a, b, n, gelu);
+        return;
+    }
+#endif
+    nano_glu_c(a, b, n, gelu);
 }

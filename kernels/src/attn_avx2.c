@@ -102,3 +102,42 @@ static void accum_i8(const float *w, const int8_t *v, const float *vs, int rows,
 }
 
 const nano_attn_ops nano_attn_ops_avx2 = {scores_f16, accum_f16, scores_i8, accum_i8};
+
+/* exp(x) for x in [-87.3, 88.7] (clamped outside): x = n ln2 + r, |r| <= ln2/2, degree-6
+ * polynomial for e^r (Cephes coefficients), 2^n through the exponent bits. */
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* n in [-126, 128]: split 2^n = 2^(n/2) 2^(n - n/2) so n = 128 does not overflow the bits */
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i h = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+void nano_glu_avx2(float *a, const float *b, size_t n, int gelu) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 c1 = _mm256_set1_ps(gelu ? -2.0f * 0.7978845608028654f : -1.0f);
+    const __m256 c3 = _mm256_set1_ps(gelu ? 0.044715f : 0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(a + i);
+        /* z = -c (g + 0.044715 g^3)  (GELU)   or   -g  (SiLU) */
+        const __m256 z = _mm256_mul_ps(c1, _mm256_fmadd_ps(_mm256_mul_ps(c3, g), _mm256_mul_ps(g, g), g));
+        const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp256(z)));
+        _mm256_storeu_ps(a + i, _mm256_mul_ps(s, _mm256_loadu_ps(b + i)));
+    }
+    if (i < n) nano_glu_c(a + i, b + i, n - i, gelu);
+}

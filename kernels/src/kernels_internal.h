@@ -35,8 +35,10 @@ extern const nano_kernel_table nano_kernels_neondot;
 #endif
 
 extern const nano_attn_ops nano_attn_ops_c;
+void nano_glu_c(float *a, const float *b, size_t n, int gelu);
 #if defined(__x86_64__) || defined(_M_X64)
 extern const nano_attn_ops nano_attn_ops_avx2;
+void nano_glu_avx2(float *a, const float *b, size_t n, int gelu);
 #endif
 
 /* Run fn(arg, chunk, n_chunks) for every chunk in [0, n_chunks), claimed dynamically by

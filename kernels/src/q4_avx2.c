@@ -717,15 +717,96 @@ static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
     }
 }
 
+/* GEMM for int8 weights (prefill through the embedding-derived / Q8_0-imported layers):
+ * M is walked in tiles of GMB activation rows and K in chunks of Q8KB blocks, so the
+ * activation tile (GMB x Q8KB x 32 bytes = 64 KiB) stays in L2 while every 4-row weight
+ * tile of the thread's range (4 KiB, in L1) is multiplied with it. Per block the 4
+ * weight rows' |w| are formed once and reused by MR activation rows; the products use
+ * the sign trick (maddubs(|w|, sign(x, w)), at most 2*128*127 per s16 lane), madd to
+ * int32, and the q8q8_rows4 fold to [r0 r1 r2 r3 | r0 r1 r2 r3]. Partial dot products
+ * of a K chunk are added into y (the int block sums are exact; the float summation
+ * order differs from the scalar reference by the chunking only). */
+#ifndef Q8KB
+#define Q8KB 32
+#endif
+
+INLINE void q8_gemm_kernel(const int8_t *wr, size_t ws, const nano_q8_act *x, int i, int b0,
+                           int nbc, const float *stab, __m128 *out, const int MR) {
+    const int K = x->k, nb = K / NANO_QK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[MR];
+    const int8_t *xr[MR];
+    const float *xd[MR];
+    for (int m = 0; m < MR; m++) {
+        acc[m] = _mm256_setzero_ps();
+        xr[m] = x->q + (size_t)(i + m) * K;
+        xd[m] = x->d + (size_t)(i + m) * nb;
+    }
+    for (int b = b0; b < b0 + nbc; b++) {
+        const int8_t *wb = wr + (size_t)b * 32;
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)wb);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + ws));
+        const __m256i w2 = _mm256_loadu_si256((const __m256i *)(wb + 2 * ws));
+        const __m256i w3 = _mm256_loadu_si256((const __m256i *)(wb + 3 * ws));
+        const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+        const __m256i a2 = _mm256_abs_epi8(w2), a3 = _mm256_abs_epi8(w3);
+        const __m256 sv = _mm256_broadcast_ps((const __m128 *)(stab + 4 * (b - b0)));
+        for (int m = 0; m < MR; m++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr[m] + b * 32));
+            const __m256i R0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, w0)), ones);
+            const __m256i R1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, w1)), ones);
+            const __m256i R2 = _mm256_madd_epi16(_mm256_maddubs_epi16(a2, _mm256_sign_epi8(xv, w2)), ones);
+            const __m256i R3 = _mm256_madd_epi16(_mm256_maddubs_epi16(a3, _mm256_sign_epi8(xv, w3)), ones);
+            const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(R0, R1), _mm256_hadd_epi32(R2, R3));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(sv, _mm256_set1_ps(xd[m][b])), acc[m]);
+        }
+    }
+    for (int m = 0; m < MR; m++)
+        out[m] = _mm_add_ps(_mm256_castps256_ps128(acc[m]), _mm256_extractf128_ps(acc[m], 1));
+}
+
+static void q8q8_gemm(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
+    const int K = w->k, N = w->n, M = x->m, nb = K / NANO_QK;
+    const int n4 = n0 + (n1 - n0) / 4 * 4;
+    float stab[Q8KB * 4] __attribute__((aligned(32)));
+    for (int i0 = 0; i0 < M; i0 += GMB) {
+        const int mr = M - i0 < GMB ? M - i0 : GMB;
+        for (int b0 = 0; b0 < nb; b0 += Q8KB) {
+            const int nbc = nb - b0 < Q8KB ? nb - b0 : Q8KB;
+            for (int n = n0; n < n4; n += 4) {
+                scale_table4(w->scales + (size_t)n * nb, nb, b0, nbc, stab);
+                const int8_t *wr = w->qweight + (size_t)n * K;
+                if (n + 4 < n4)
+                    for (int r = 0; r < 4; r++)
+                        for (int o = 0; o < nbc * 32; o += 64)
+                            _mm_prefetch((const char *)(wr + (size_t)(4 + r) * K + b0 * 32 + o), _MM_HINT_T0);
+                for (int m = 0; m < mr;) {
+                    __m128 v[4];
+                    int step;
+                    if (mr - m >= 4) { q8_gemm_kernel(wr, (size_t)K, x, i0 + m, b0, nbc, stab, v, 4); step = 4; }
+                    else if (mr - m >= 2) { q8_gemm_kernel(wr, (size_t)K, x, i0 + m, b0, nbc, stab, v, 2); step = 2; }
+                    else { q8_gemm_kernel(wr, (size_t)K, x, i0 + m, b0, nbc, stab, v, 1); step = 1; }
+                    for (int u = 0; u < step; u++) {
+                        float *yp = y + (size_t)(i0 + m + u) * N + n;
+                        __m128 r = v[u];
+                        if (b0 > 0) r = _mm_add_ps(r, _mm_loadu_ps(yp));
+                        _mm_storeu_ps(yp, r);
+                    }
+                    m += step;
+                }
+            }
+        }
+        for (int n = n4; n < n1; n++)
+            for (int i = i0; i < i0 + mr; i++) q8q8_tile(w, x, y, n, i, 1);
+    }
+}
+
 static void q8_q8_avx2(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
     if (x->m == 1) {
         q8q8_gemv(w, x, y, n0, n1);
         return;
     }
-    int n = n0;
-    for (; n + 4 <= n1; n += 4) q8q8_rows4(w, x, y, n);
-    for (; n < n1; n++)
-        for (int i = 0; i < x->m; i++) q8q8_tile(w, x, y, n, i, 1);
+    q8q8_gemm(w, x, y, n0, n1);
 }
 
 /* ---- activation quantization (bit-identical to nano_quant_row_scalar) ----- */
