@@ -349,7 +349,7 @@ static int eval_tokens(nano_context *ctx, const int32_t *tokens, int n, float *l
         if (atomic_load(&ctx->cancel)) return nano_set_error(NANO_ERR_CANCELLED, "cancelled");
         int T = n - i < ctx->n_batch ? n - i : ctx->n_batch;
         int rc = nano_forward(ctx, tokens + i, T,
-                              logits_all ? logits_all + (size_t)i * V : NULL);
+                              logits_all ? logits_all + (size_t)i * V : NULL, i + T == n);
         if (rc) {
             ctx->have_logits = 0;
             return rc;
@@ -450,7 +450,7 @@ static int context_shift(nano_context *ctx, int n_keep) {
     for (int i = 0; i < n_new; i += ctx->n_batch) {
         int T = n_new - i < ctx->n_batch ? n_new - i : ctx->n_batch;
         /* nano_forward copies its tokens to ctx->tokens[n_past..]: the same values here */
-        int rc = nano_forward(ctx, ctx->tokens + i, T, NULL);
+        int rc = nano_forward(ctx, ctx->tokens + i, T, NULL, i + T == n_new);
         if (rc) { ctx->n_past = 0; ctx->have_logits = 0; return -rc; }
     }
     return 0;

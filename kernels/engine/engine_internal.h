@@ -138,7 +138,9 @@ struct nano_context {
 int nano_config_from_json(const char *json, size_t len, nano_config *cfg, char *err, size_t errlen);
 
 /* forward.c: run tokens[0..n) at positions n_past.. ; logits_all [n, vocab] or NULL */
-int nano_forward(nano_context *ctx, const int32_t *tokens, int n, float *logits_all);
+/* need_logits == 0 (an earlier chunk of a longer prompt, logits_all NULL) skips the
+ * final norm and the output head: only the KV cache and the token history advance. */
+int nano_forward(nano_context *ctx, const int32_t *tokens, int n, float *logits_all, int need_logits);
 int nano_linear_matmul(nano_context *ctx, const nano_linear *w, const float *x, float *y, int m,
                        int x_quantized);
 float nano_f16_lut(uint16_t h);

@@ -333,7 +333,7 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
     return NANO_OK;
 }
 
-int nano_forward(nano_context *ctx, const int32_t *tokens, int T, float *logits_all) {
+int nano_forward(nano_context *ctx, const int32_t *tokens, int T, float *logits_all, int need_logits) {
     const nano_model *m = ctx->model;
     const nano_config *c = &m->cfg;
     int dim = c->dim, pos0 = ctx->n_past, rc;
@@ -349,6 +349,12 @@ int nano_forward(nano_context *ctx, const int32_t *tokens, int T, float *logits_
         rope_table(ctx->rope + (size_t)T * c->head_dim, T, pos0, c->head_dim, c->rope_theta_local);
     for (int l = 0; l < c->n_layers; l++)
         if ((rc = layer_forward(ctx, l, T, pos0))) return rc;
+    if (!logits_all && !need_logits) {
+        for (int t = 0; t < T; t++) ctx->tokens[pos0 + t] = tokens[t];
+        ctx->n_past += T;
+        ctx->have_logits = 0;
+        return NANO_OK;
+    }
     /* head: every row into logits_all, or only the last row into ctx->logits */
     int r0 = logits_all ? 0 : T - 1, nr = T - r0;
     for (int t = r0; t < T; t++)

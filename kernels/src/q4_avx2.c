@@ -640,42 +640,6 @@ INLINE void q8q8_tile(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
     for (int r = 0; r < NR; r++) y[(size_t)i * w->n + n + r] = hsum8(tot[r]);
 }
 
-/* 4 int8 weight rows at a time (the embedding/output head hot path): per block the
- * int32 sums of the 4 rows are folded with vphaddd into [r0 r1 r2 r3 | r0 r1 r2 r3]
- * (the two 128-bit halves are the two halves of the same block, added at the end),
- * then one cvt and one fma with the [row] scale vector from the transposed table. */
-static void q8q8_rows4(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n) {
-    const int K = w->k, nb = K / NANO_QK;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const int8_t *wr = w->qweight + (size_t)n * K;
-    float stab[SCHUNK * 4] __attribute__((aligned(32)));
-    for (int c0 = 0; c0 < nb; c0 += SCHUNK) {
-        const int cnt = nb - c0 < SCHUNK ? nb - c0 : SCHUNK;
-        scale_table4(w->scales + (size_t)n * nb, nb, c0, cnt, stab);
-        for (int i = 0; i < x->m; i++) {
-            const int8_t *xr = x->q + (size_t)i * K;
-            const float *xd = x->d + (size_t)i * nb;
-            __m256 acc = _mm256_setzero_ps();
-            for (int b = c0; b < c0 + cnt; b++) {
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + b * 32));
-                __m256i R[4];
-                for (int r = 0; r < 4; r++) {
-                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + (size_t)r * K + b * 32));
-                    R[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
-                }
-                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(R[0], R[1]), _mm256_hadd_epi32(R[2], R[3]));
-                const __m256 d = _mm256_mul_ps(_mm256_broadcast_ps((const __m128 *)(stab + 4 * (b - c0))),
-                                               _mm256_set1_ps(xd[b]));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), d, acc);
-            }
-            __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-            float *yp = y + (size_t)i * w->n + n;
-            if (c0 > 0) v = _mm_add_ps(v, _mm_loadu_ps(yp));
-            _mm_storeu_ps(yp, v);
-        }
-    }
-}
-
 /* GEMV (one activation row, the output head in decode): per weight row 8 blocks (256
  * bytes) at a time; the 8 per-block int32 sums are folded with vphaddd into natural block
  * order [b0..b3 | b4..b7] so the row's 8 scales and the 8 activation scales are plain
@@ -723,7 +687,7 @@ static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
  * tile of the thread's range (4 KiB, in L1) is multiplied with it. Per block the 4
  * weight rows' |w| are formed once and reused by MR activation rows; the products use
  * the sign trick (maddubs(|w|, sign(x, w)), at most 2*128*127 per s16 lane), madd to
- * int32, and the q8q8_rows4 fold to [r0 r1 r2 r3 | r0 r1 r2 r3]. Partial dot products
+ * int32, and two rounds of vphaddd fold the 4 rows to [r0 r1 r2 r3 | r0 r1 r2 r3]. Partial dot products
  * of a K chunk are added into y (the int block sums are exact; the float summation
  * order differs from the scalar reference by the chunking only). */
 #ifndef Q8KB
