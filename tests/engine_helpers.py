@@ -18,11 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_random_nano(cfg: ModelConfig, path: str, tokenizer=None, seed: int = 0,
-                      group_size: int = 32, symmetric: bool = False) -> str:
+                      group_size: int = 32, symmetric: bool = False, embed: str = "q8") -> str:
     """A .nano of cfg with random (reference init) weights, RTN-quantized."""
     model = build_model(cfg, None, seed)
     recipe = check_recipe({"method": "rtn", "group_size": group_size, "symmetric": symmetric,
-                           "embed": "q8", "head": "tied" if cfg.tie_embeddings else "q8"})
+                           "embed": embed, "head": "tied" if cfg.tie_embeddings else "q8"})
     lin = {p for p, _, _ in linear_shapes(cfg)} | {"embed"}
 
     def gen():

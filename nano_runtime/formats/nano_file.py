@@ -19,7 +19,7 @@ remaining (odd-sized) tensors and "tokenizer.json" follow.
 - "nano.format_version": "1"
 - "nano.config": ModelConfig JSON (nano_runtime.config.ModelConfig.to_json())
 - "nano.quant": recipe JSON, e.g. {"method": "rtn"|"gptq"|"awq"|"gguf-exact", "bits": 4,
-  "group_size": 32|64|128, "symmetric": false, "embed": "q8"|"f16"|"f32",
+  "group_size": 32|64|128, "symmetric": false, "embed": "q8"|"q4"|"f16"|"f32",
   "head": "q8"|"q4"|"f16"|"tied", "calib": "...", "bits_per_weight": 4.5}
   plus optional "overrides": {prefix: "q4"|"q8"|"f16"|"f32"} for mixed precision.
 - "nano.tokenizer_config": JSON {"bos_id", "eos_id", "add_bos", "stop_ids", "chat_template"}
@@ -57,8 +57,10 @@ Tensors
 
   plain: P.weight float16/float32 [N, K]
 
-- Embeddings "embed" [vocab, dim]: Q8 by default (embed.qweight8 + embed.scales), or
-  embed.weight float16/float32. With config.tie_embeddings the output head IS the
+- Embeddings "embed" [vocab, dim]: Q8 by default (embed.qweight8 + embed.scales), Q4 in the
+  recipe's group size and symmetry (embed.qweight + embed.scales [+ embed.mins]; with a tied
+  head this halves the bytes decode reads per token for the head), or embed.weight
+  float16/float32. With config.tie_embeddings the output head IS the
   embedding and there are no "output.*" tensors.
 - Norms under their plain reference names ("layers.3.attn_norm.weight", "norm.weight",
   "layers.3.attn.q_norm.weight", ...) as float32, holding the EFFECTIVE multiplier: for
@@ -98,7 +100,7 @@ ALIGN = 64
 MAX_HEADER = 64 << 20
 
 TENSOR_FORMATS = ("q4", "q8", "f16", "f32")
-EMBED_FORMATS = ("q8", "f16", "f32")
+EMBED_FORMATS = ("q8", "q4", "f16", "f32")
 HEAD_FORMATS = ("q8", "q4", "f16", "f32", "tied")
 
 # safetensors dtype names <-> numpy
