@@ -445,12 +445,29 @@ def run_ppl_worker(fn: str, spec: dict) -> dict:
 
 # ----------------------------------------------------------------------------- main
 # --peers key -> (runtime name in the tables, worker function)
-RUNTIMES = {"native": ("nano", "measure_native"), "llama": ("llama.cpp", "measure_llama"),
+RUNTIMES = {"native": ("nano", "measure_native"), "native4": ("nano int4", "measure_native"),
+            "llama": ("llama.cpp", "measure_llama"),
             "et": ("executorch", "measure_et_runner"), "ort": ("ort-genai", "measure_ort"),
             "et-fwd": ("executorch (py forward)", "measure_et")}
-RT_ORDER = ["nano", "llama.cpp", "executorch", "ort-genai", "executorch (py forward)"]
+OURS = ("nano", "nano int4")
+RT_ORDER = ["nano", "nano int4", "llama.cpp", "executorch", "ort-genai", "executorch (py forward)"]
 ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx", "et-fwd": "pte"}   # real models only
 PEERS = {}  # extra name -> callable(model, threads, prompt_lens, n_decode) -> dict
+INT4_RECIPE = ["--method", "gptq", "--group-size", "32", "--sym", "--embed", "q4"]
+
+
+def int4_nano(model: str) -> str:
+    """The model re-quantized to int4 everywhere (GPTQ g32 sym linears, int4 tied
+    embedding/head): the "nano int4" row, at the bits of ORT GenAI's int4 export. Made once
+    with `nano quantize` (progress bar) and cached."""
+    path = os.path.join(CACHE, f"{model}-gptq-g32sym-q4embed.nano")
+    if not os.path.exists(path):
+        print(f"writing {path} (nano quantize {model} {' '.join(INT4_RECIPE)})", file=sys.stderr)
+        r = subprocess.run([sys.executable, "-m", "nano_runtime.cli", "quantize", model, "-o", path]
+                           + INT4_RECIPE, cwd=ROOT)
+        if r.returncode != 0:
+            raise RuntimeError(f"nano quantize {model} failed (exit {r.returncode})")
+    return path
 
 
 def speed_cols(res) -> list:
@@ -558,23 +575,26 @@ def report(state: dict) -> str:
                 md.append(lines_)
     # engine / fastest peer, per metric (the goal: >= 1.0x)
     md += ["", "## Engine vs the fastest peer (medians; goal >= 1.00x)", "",
-           "| model | threads | " + " | ".join(c.replace("_tok_s", "") for c in speed) + " |",
-           "|---|---|" + "---|" * len(speed)]
+           "| model | threads | engine file | " + " | ".join(c.replace("_tok_s", "") for c in speed) + " |",
+           "|---|---|---|" + "---|" * len(speed)]
     for m in models:
         for t in threads:
-            mine = by.get((m, t, "nano"), [])
-            cells = []
-            for c in speed:
-                x = med_best(mine, c)[0]
-                peers = [(med_best(by[(m, t, rt)], c)[0], rt) for rt in rts
-                         if rt != "nano" and (m, t, rt) in by]
-                peers = [p for p in peers if p[0]]
-                if not x or not peers:
-                    cells.append("-")
+            for me in OURS:
+                mine = by.get((m, t, me), [])
+                if not mine:
                     continue
-                y, who = max(peers)
-                cells.append(f"{x / y:.2f}x (vs {who})")
-            md.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
+                cells = [me]
+                for c in speed:
+                    x = med_best(mine, c)[0]
+                    peers = [(med_best(by[(m, t, rt)], c)[0], rt) for rt in rts
+                             if rt not in OURS and (m, t, rt) in by]
+                    peers = [p for p in peers if p[0]]
+                    if not x or not peers:
+                        cells.append("-")
+                        continue
+                    y, who = max(peers)
+                    cells.append(f"{x / y:.2f}x (vs {who})")
+                md.append(f"| {m} | {t} | " + " | ".join(cells) + " |")
     if ppl:
         md += ["", f"## Perplexity (english_text('eval'), ctx {ppl_ctx}, same windows)", "",
                "| model | runtime | weights | ppl | vs engine | tokens |", "|---|---|---|---|---|---|"]
@@ -615,7 +635,8 @@ WEIGHTS = {
     "smollm2-135m-instruct": {"nano": "Q4_1 (exact GGUF import)", "llama.cpp": "Q4_1 GGUF",
                               "executorch": "8da4w g32", "ort-genai": "int4 g32",
                               "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
-    "gemma3-270m": {"nano": "Q4_K_M import (Q8_0 exact, Q5_0/Q6_K as int8, Q4_K as int4 RTN)", "llama.cpp": "Q4_K_M GGUF",
+    "gemma3-270m": {"nano": "Q4_K_M import (Q8_0 exact, Q5_0/Q6_K as int8, Q4_K as int4 RTN)",
+                    "nano int4": "GPTQ int4 g32 sym everywhere, int4 tied embedding/head", "llama.cpp": "Q4_K_M GGUF",
                     "executorch": "8da4w g32", "ort-genai": "int4 g32",
                     "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
     "nano-1": {"nano": "RTN int4 g32 (random)", "llama.cpp": "Q4_0 (random)"},
@@ -629,7 +650,9 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peers", default="native,llama,et,ort",
-                    help="runtimes to run: native,llama,et,ort (et/ort on the real models only)")
+                    help="runtimes to run: native,native4,llama,et,ort (et/ort on the real models "
+                         "only; native4 = the model re-quantized to int4 everywhere, for Gemma 3 "
+                         "270M, whose GGUF import keeps int8 tensors)")
     ap.add_argument("--artifacts", default=os.path.join(CACHE, "export-bench"),
                     help="folder holding {model}-pte and {model}-onnx (nano_runtime.export)")
     ap.add_argument("--export-missing", action="store_true",
@@ -685,6 +708,8 @@ def main():
     for m in models:
         if "native" in peers:
             paths[(m, "native")] = resolve_nano(m)
+        if "native4" in peers and m == "gemma3-270m":
+            paths[(m, "native4")] = int4_nano(m)
         if "llama" in peers:
             paths[(m, "llama")] = gguf_for(m)
         for p, kind in ARTIFACT_RUNTIMES.items():
@@ -741,7 +766,7 @@ def main():
             lens = [int(x) for x in (a.big_prompt_lens if m in big else a.prompt_lens).split(",")]
             for p in order:
                 rt, fn = RUNTIMES[p]
-                spec = {"path" if p in ("native", "llama") else "folder": paths[(m, p)],
+                spec = {"path" if p in ("native", "native4", "llama") else "folder": paths[(m, p)],
                         "threads": t, "prompt_lens": lens, "n_decode": nd}
                 try:
                     r = run_py_worker(fn, spec)
@@ -761,9 +786,10 @@ def main():
         real = [m for m in models if m not in big]
         jobs = []
         for m in real:
-            if "native" in peers:
-                jobs.append((m, "nano", "ppl_native", {"path": paths[(m, "native")], "ctx": a.ppl_ctx,
-                             "windows": a.ppl_windows, "threads": a.ppl_threads}))
+            for key, rt in (("native", "nano"), ("native4", "nano int4")):
+                if (m, key) in paths:
+                    jobs.append((m, rt, "ppl_native", {"path": paths[(m, key)], "ctx": a.ppl_ctx,
+                                 "windows": a.ppl_windows, "threads": a.ppl_threads}))
             if "llama" in peers:
                 jobs.append((m, "llama.cpp", "ppl_llama", {
                     "gguf_path": paths[(m, "llama")], "nano_path": resolve_nano(m, show_progress=False),
