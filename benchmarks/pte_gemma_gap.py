@@ -330,13 +330,19 @@ def probe(n_layers, n_pos, work):
 
 
 # ------------------------------------------------------------------ 3. full model
-def full(old, new, n_tokens):
+def full(old, new, n_tokens, old_from_json=False):
     from nano_runtime.export.metadata import ExportOptions
     from nano_runtime.export.pte import build_quantized_decoder
     from pte_noise_floor import pte_vs_ref
     lm = load_model(MODEL)
     out = {}
+    if old_from_json:     # the same measurement, already made by pte_noise_floor.py
+        with open(os.path.join(HERE, "results", "pte_noise_floor.json")) as f:
+            out[".pte before fix"] = dict(json.load(f)[MODEL]["pte_vs_8da4w"], folder=old,
+                                          source="pte_noise_floor.json")
     for key, folder in ((".pte before fix", old), (".pte fixed", new)):
+        if key in out:
+            continue
         if not os.path.exists(os.path.join(folder, PTE_NAME)):
             print("missing", folder, flush=True)
             continue
@@ -410,7 +416,8 @@ def report(res):
               "| artifact | top-1 vs eager 8da4w | identical greedy prefixes | max abs logit diff |",
               "|---|---|---|---|"]
         for k, r in f.items():
-            L.append(f"| {k} | {r['top1']:.1%} | {r['identical_prefix']} | "
+            src = " (pte_noise_floor.json)" if r.get("source") else ""
+            L.append(f"| {k}{src} | {r['top1']:.1%} | {r['identical_prefix']} | "
                      f"{r['max_abs_logit_diff']:.3f} |")
         if fl.get("pte_noise_floor.json") is not None:
             L.append(f"| floor: eager vs itself, embedding perturbed 1e-6 | "
@@ -437,6 +444,8 @@ def main():
     ap.add_argument("--skip-gelu", action="store_true")
     ap.add_argument("--skip-probe", action="store_true")
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--old-from-json", action="store_true",
+                    help="take the unfixed .pte's figures from pte_noise_floor.json")
     ap.add_argument("--conclusion", default=None, help="text of the Conclusion section")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
@@ -448,7 +457,7 @@ def main():
     if not args.skip_probe:
         res["probe"] = probe(args.layers, args.positions, args.work)
     if not args.skip_full:
-        res["full"] = full(args.old, args.new, args.tokens)
+        res["full"] = full(args.old, args.new, args.tokens, args.old_from_json)
     if args.conclusion:
         res["conclusion"] = args.conclusion
     os.makedirs(args.out, exist_ok=True)
