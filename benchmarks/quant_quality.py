@@ -344,6 +344,8 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
 def fmt_table(results: dict, key: str) -> str:
     rows = [(lab, r) for (k, lab), r in ((tuple(x.split("|", 1)), r) for x, r in results.items())
             if k == key]
+    order = [lab for lab, _, _ in ROWS[key]]
+    rows.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
     fp = next((r["ppl"] for lab, r in rows if lab.startswith("fp")), None)
     lines = [f"| {MODELS[key]} | calibration | linear bpw | file bpw | ppl | vs fp |",
              "|---|---|---:|---:|---:|---:|"]
@@ -354,6 +356,24 @@ def fmt_table(results: dict, key: str) -> str:
         cal = r.get("calib", "-")
         lines.append(f"| {lab} | {cal} | {bl} | {bt} | {r['ppl']:.4f} | {d} |")
     return "\n".join(lines)
+
+
+def best_line(results: dict, key: str, budget: float = 4.5) -> str:
+    """One sentence: the best nano row at <= budget linear bpw against fp and llama.cpp Q4_0."""
+    rows = {k.split("|", 1)[1]: r for k, r in results.items() if k.startswith(key + "|")}
+    fp = next((r["ppl"] for lab, r in rows.items() if lab.startswith("fp")), None)
+    cand = [(r["ppl"], lab, r) for lab, r in rows.items()
+            if "bpw_linear" in r and r["bpw_linear"] <= budget + 1e-9 and "llama.cpp" not in lab]
+    if not fp or not cand:
+        return ""
+    ppl, lab, r = min(cand)
+    q40 = rows.get("llama.cpp Q4_0")
+    vs = (f"; llama.cpp Q4_0 {100 * (q40['ppl'] / fp - 1):+.2f}% at {q40['bpw_linear']:.3f}"
+          if q40 else "")
+    goal = "met" if ppl <= 1.02 * fp else f"missed by {100 * (ppl / fp - 1) - 2:.2f} points"
+    return (f"{MODELS[key]}: best at <= {budget} linear bpw is {lab} "
+            f"({r.get('calib', 'no calibration')}), {r['bpw_linear']:.3f} bpw, "
+            f"{100 * (ppl / fp - 1):+.2f}% vs fp{vs}; the within-2% goal is {goal}.")
 
 
 def plot(results: dict, path: str):
@@ -431,7 +451,7 @@ def main():
     out = []
     for key in MODELS:
         if any(k.startswith(key + "|") for k in results):
-            out.append(fmt_table(results, key))
+            out.append(fmt_table(results, key) + "\n\n" + best_line(results, key))
     md = (f"Perplexity at ctx {a.ctx} on held-out English text (first {a.windows} windows of "
           "nano_runtime.data's eval split, scored like `nano eval ppl`); GPTQ/AWQ calibrate on "
           "the 'calibration' column's N x 512 tokens: consecutive windows of the disjoint "

@@ -1,6 +1,7 @@
 """Calibration sources for the calibrated quantizers: the built-in train split (`--calib
 builtin:train`, windows spread over the whole split), the held-out eval split refused, and
-the option end to end through `nano quantize` on a tiny model. Runs in ~15 s."""
+the option end to end through `nano quantize` on a tiny model. ~20 s of CPU (72 s wall on
+the loaded 2-core machine, with quantization jobs running beside it)."""
 import torch
 
 from conftest import run_cli
