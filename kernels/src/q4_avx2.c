@@ -317,6 +317,12 @@ INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
 #ifndef GEMV_PF
 #define GEMV_PF 2048 /* bytes of the weight stream prefetched ahead (the rows are contiguous) */
 #endif
+#ifndef GEMV_PF_HINT
+#define GEMV_PF_HINT _MM_HINT_T0
+#endif
+#ifndef GEMV_PF2
+#define GEMV_PF2 0 /* optional second, farther prefetch into L2 (0: off) */
+#endif
 
 INLINE __m256 gemv_scales8(const uint16_t *s, int b, const int GS) {
     if (GS == 32) {
@@ -367,9 +373,13 @@ INLINE void q4q8_gemv(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
         for (; b < n8; b += 8) {
             __m256i P[4];
 #if GEMV_PF > 0
-            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF + 64), _MM_HINT_T0);
-            if ((b & 31) == 0) _mm_prefetch((const char *)(sc + b + GEMV_PF / 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF), GEMV_PF_HINT);
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF + 64), GEMV_PF_HINT);
+            if ((b & 31) == 0) _mm_prefetch((const char *)(sc + b + GEMV_PF / 16), GEMV_PF_HINT);
+#endif
+#if GEMV_PF2 > 0
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF2), _MM_HINT_T1);
+            _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF2 + 64), _MM_HINT_T1);
 #endif
             for (int j = 0; j < 4; j++) {
                 const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 16 + j * 32));
