@@ -67,10 +67,15 @@ def _close(a, b):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_pte_matches_quantized_reference(exported, name):
-    from nano_runtime.export.pte import build_quantized_decoder
+    from nano_runtime.export.pte import build_quantized_decoder, plan_op_counts
     lm, d = exported[name]
     assert {"export_config.json", "model.pte", "tokenizer.json",
             "tokenizer_config.json"} <= set(os.listdir(d["pte"]))
+    # attention on ExecuTorch's custom ops: in-place cache rows, no GQA copy of the cache
+    ops = plan_op_counts(os.path.join(d["pte"], "model.pte"))
+    assert ops.get("llama::custom_sdpa.out") == lm.config.n_layers, ops
+    assert ops.get("llama::update_cache.out") == 2 * lm.config.n_layers, ops
+    assert not [k for k in ops if k.startswith(("aten::index_put", "aten::expand_copy"))], ops
     pm = R.PteModule(d["pte"])
     meta = export_metadata(lm.config, lm.tokenizer, OPTS.max_seq_len)
     for k in ("get_max_seq_len", "get_max_context_len", "get_bos_id", "get_vocab_size",

@@ -83,8 +83,90 @@ class PteDecoder(nn.Module):
 
     def reset_cache(self):
         for blk in self.layers:
-            blk.attn.kv_cache.k.zero_()
-            blk.attn.kv_cache.v.zero_()
+            if hasattr(blk.attn, "k_cache"):
+                blk.attn.k_cache.zero_()
+                blk.attn.v_cache.zero_()
+            else:
+                blk.attn.kv_cache.k.zero_()
+                blk.attn.kv_cache.v.zero_()
+
+
+class CustomSdpaAttention(nn.Module):
+    """The reference Attention rewritten on ExecuTorch's LLM custom ops (export only).
+
+    Same projections (the module's own, quantized, linears), QK-norm and RoPE as
+    model.Attention, but in the [B, T, H, hd] layout of ExecuTorch's custom ops:
+
+    * ``llama::update_cache(k, k_cache, start_pos)`` writes the T new rows of the
+      static cache [1, S, Hkv, hd] in place (no index_put + copy_ of the whole buffer);
+    * ``llama::custom_sdpa(q, k_cache, v_cache, start_pos, is_causal=True, scale)``
+      attends query t to cache positions <= start_pos + t only, and handles GQA
+      itself (no repeat of the full cache).
+
+    Sliding-window (Gemma 3 local) layers pass an additive float mask [T, S]
+    instead (custom_sdpa then ignores start_pos and is_causal).
+    """
+
+    def __init__(self, attn: nn.Module, max_seq_len: int):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = attn.n_heads, attn.n_kv, attn.hd
+        self.window, self.theta, self.scale = attn.window, attn.theta, attn.scale
+        self.qk_norm = bool(attn.cfg.qk_norm)
+        self.wq, self.wk, self.wv, self.wo = attn.wq, attn.wk, attn.wv, attn.wo
+        if self.qk_norm:
+            self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
+        self.max_seq_len = max_seq_len
+        shape = (1, max_seq_len, self.n_kv, self.hd)
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
+
+    @staticmethod
+    def _rope(x, cos, sin):
+        """model.apply_rope for x [B, T, H, hd] (cos/sin [T, hd])."""
+        half = x.shape[-1] // 2
+        rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return (x.float() * cos[:, None, :] + rot.float() * sin[:, None, :]).type_as(x)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        from ..model import rope_tables
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.hd)
+        k = self.wk(x).view(B, T, self.n_kv, self.hd)
+        v = self.wv(x).view(B, T, self.n_kv, self.hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = rope_tables(self.hd, self.theta, pos)
+        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+        start = pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start < self.max_seq_len)
+        torch._check(start + T <= self.max_seq_len)
+        torch.ops.llama.update_cache(k, self.k_cache, start)
+        torch.ops.llama.update_cache(v, self.v_cache, start)
+        if self.window:
+            kpos = torch.arange(self.max_seq_len, dtype=pos.dtype)
+            allowed = (kpos[None, :] <= pos[:, None]) & (pos[:, None] - kpos[None, :] < self.window)
+            mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(
+                allowed.logical_not(), float("-inf"))
+            y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, mask, 0.0,
+                                            False, self.scale)
+        else:
+            y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0,
+                                            True, self.scale)
+        return self.wo(y.reshape(B, T, self.n_heads * self.hd))
+
+
+def use_custom_sdpa(model: PteDecoder) -> PteDecoder:
+    """In place: every layer's attention on ExecuTorch's custom_sdpa + update_cache.
+
+    Applied after quantization (the quantized linears are shared, not copied); the
+    reference attention and its KV cache are dropped from the module.
+    """
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  registers llama::*
+    for blk in model.layers:
+        if not isinstance(blk.attn, CustomSdpaAttention):
+            blk.attn = CustomSdpaAttention(blk.attn, model.max_seq_len)
+    return model
 
 
 def quantize_pte_model(model: PteDecoder, group_size: int):
@@ -225,8 +307,13 @@ def lower_to_executorch(model: PteDecoder, metadata: dict, progress=None,
     return prog.buffer
 
 
-def export_pte(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True) -> dict:
-    """Write OUT/model.pte + tokenizer files atomically; returns a summary dict."""
+def export_pte(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True,
+               custom_sdpa: bool = True) -> dict:
+    """Write OUT/model.pte + tokenizer files atomically; returns a summary dict.
+
+    custom_sdpa: attention and KV-cache update on ExecuTorch's llama::custom_sdpa /
+    llama::update_cache (use_custom_sdpa); False keeps the reference attention with its
+    index_put cache and a GQA repeat of the whole cache (the earlier, slower program)."""
     from ..formats.checkpoint import AtomicDir
     from ..progress import progress_bar
     from .metadata import PTE_SCHEME, check_supported
@@ -238,6 +325,8 @@ def export_pte(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True
     with progress_bar(total=4, desc=f"export pte {cfg.name}", unit="step",
                       disable=not show_progress) as bar:
         model = build_quantized_decoder(lm.model, opts)
+        if custom_sdpa:
+            use_custom_sdpa(model)
         bar.set_postfix_str("quantize")
         bar.update(1)
         data = lower_to_executorch(model, meta, bar)
@@ -248,8 +337,30 @@ def export_pte(lm, out_dir: str, opts: ExportOptions, show_progress: bool = True
         _write_json(os.path.join(tmp, "export_config.json"),
                     {"format": "executorch-pte", "model": cfg.name, "family": cfg.family,
                      "quantization": PTE_SCHEME, "group_size": opts.group_size,
+                     "attention": "llama::custom_sdpa+update_cache" if custom_sdpa
+                     else "reference (index_put cache)",
                      "metadata": meta, "config": cfg.to_dict()})
     return {"path": os.path.join(out_dir, PTE_NAME), "bytes": len(data), "metadata": meta}
+
+
+def plan_op_counts(pte_path: str, method: str = "forward") -> dict:
+    """{operator name: number of calls} of a .pte method's plan; delegate calls count as
+    "DELEGATE". Shows what runs outside XNNPACK (portable/custom kernels)."""
+    from collections import Counter
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    with open(pte_path, "rb") as f:
+        prog = deserialize_pte_binary(f.read()).program
+    plan = next(p for p in prog.execution_plan if p.name == method)
+    n = Counter()
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            arg = ins.instr_args
+            if hasattr(arg, "op_index"):
+                op = plan.operators[arg.op_index]
+                n[op.name + (f".{op.overload}" if op.overload else "")] += 1
+            elif hasattr(arg, "delegate_index"):
+                n["DELEGATE"] += 1
+    return dict(n)
 
 
 def _write_json(path, obj):
