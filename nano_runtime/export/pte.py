@@ -61,7 +61,10 @@ class PteDecoder(nn.Module):
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         """tokens [1, T] int64, input_pos [1] int64 (position of tokens[0, 0]) -> [1, 1, V]."""
         T = tokens.shape[1]
-        pos = input_pos + torch.arange(T, dtype=torch.long)            # [T]
+        if isinstance(self.layers[0].attn, CustomSdpaAttention):
+            pos = StepContext.build(self, input_pos, T)                 # shared by every layer
+        else:
+            pos = input_pos + torch.arange(T, dtype=torch.long)        # [T]
         x = self.embed(tokens)                                          # [1, T, D]
         if self.embed_scale != 1.0:
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
@@ -70,10 +73,17 @@ class PteDecoder(nn.Module):
         x = self.norm(x[:, -1:, :])                                     # [1, 1, D]
         return self.head(x)                                             # [1, 1, V]
 
+    def rope_tables(self) -> dict:
+        """{theta: (cos [S, hd], sin [S, hd])} registered by use_custom_sdpa."""
+        return {t: (getattr(self, f"rope_cos_{i}"), getattr(self, f"rope_sin_{i}"))
+                for i, t in enumerate(self.rope_keys)}
+
     @torch.no_grad()
     def all_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [1, T] from position 0 -> logits [1, T, V] (eager only; for perplexity)."""
         pos = torch.arange(tokens.shape[1], dtype=torch.long)
+        if isinstance(self.layers[0].attn, CustomSdpaAttention):
+            pos = StepContext.build(self, pos[:1], tokens.shape[1])
         x = self.embed(tokens)
         if self.embed_scale != 1.0:
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
@@ -91,6 +101,77 @@ class PteDecoder(nn.Module):
                 blk.attn.kv_cache.v.zero_()
 
 
+class XnnRMSNorm(nn.Module):
+    """model.RMSNorm in the ops XNNPACK's partitioner takes (export only).
+
+    XNNPACK lowers mean only over the two innermost dims of a 4-D tensor (global
+    average pooling) and reshapes only with static sizes and one -1, so x [1, T, *tail]
+    is viewed as [1, N, 1, d] and averaged over (2, 3); x*x instead of pow(x, 2); the
+    weight is stored as the multiplier itself (1 + w for Gemma, computed in fp32 as
+    the reference does). Same formula as model.RMSNorm: x * rsqrt(mean(x^2) + eps) * w.
+    """
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.eps = float(norm.eps)
+        w = norm.weight.detach().float()
+        self.weight = nn.Parameter(1.0 + w if norm.unit_offset else w.clone(),
+                                   requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tail = tuple(int(d) for d in x.shape[2:])                       # static sizes
+        x4 = x.reshape(1, -1, 1, tail[-1])                              # [1, N, 1, d]
+        ms = (x4 * x4).mean(dim=(2, 3), keepdim=True)                   # [1, N, 1, 1]
+        y = x4 * torch.rsqrt(ms + self.eps) * self.weight
+        return y.reshape(1, -1, *tail)
+
+
+class StepContext:
+    """What every layer of one forward call shares, computed once per call.
+
+    start: SymInt position of tokens[0, 0] (one .item() per call, not one per layer);
+    rope[theta]: (cos, sin) [1, T, 1, hd] sliced from tables precomputed for every
+    position (the same fp32 values model.rope_tables gives); rot: the constant
+    [hd, hd] matrix with x @ rot.T == rotate_half(x); masks[window]: the additive
+    [T, S] sliding-window mask of Gemma 3's local layers.
+    """
+
+    def __init__(self, start, T, rope, rot, masks):
+        self.start, self.T, self.rope, self.rot, self.masks = start, T, rope, rot, masks
+
+    @staticmethod
+    def build(dec: "PteDecoder", input_pos: torch.Tensor, T) -> "StepContext":
+        start = input_pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start < dec.max_seq_len)
+        torch._check(start + T <= dec.max_seq_len)
+        rope = {}
+        for key, (cos, sin) in dec.rope_tables().items():
+            hd = cos.shape[-1]
+            rope[key] = (cos.narrow(0, start, T).reshape(1, -1, 1, hd),
+                         sin.narrow(0, start, T).reshape(1, -1, 1, hd))
+        masks = {}
+        for w in dec.windows:
+            pos = input_pos + torch.arange(T, dtype=torch.long)        # [T]
+            kpos = torch.arange(dec.max_seq_len, dtype=torch.long)    # [S]
+            allowed = (kpos[None, :] <= pos[:, None]) & (pos[:, None] - kpos[None, :] < w)
+            masks[w] = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(
+                allowed.logical_not(), float("-inf"))
+        return StepContext(start, T, rope, dec.rope_rot, masks)
+
+
+def rotate_half_matrix(hd: int) -> torch.Tensor:
+    """R [hd, hd] with F.linear(x, R) == cat([-x[hd/2:], x[:hd/2]]): a signed permutation,
+    so the product is exact in fp32 and runs in XNNPACK (a slice of a dynamic-shape
+    tensor does not)."""
+    half = hd // 2
+    r = torch.zeros(hd, hd)
+    idx = torch.arange(half)
+    r[idx, idx + half] = -1.0
+    r[idx + half, idx] = 1.0
+    return r
+
+
 class CustomSdpaAttention(nn.Module):
     """The reference Attention rewritten on ExecuTorch's LLM custom ops (export only).
 
@@ -105,6 +186,10 @@ class CustomSdpaAttention(nn.Module):
 
     Sliding-window (Gemma 3 local) layers pass an additive float mask [T, S]
     instead (custom_sdpa then ignores start_pos and is_causal).
+
+    Everything between the linears stays inside the XNNPACK delegate: reshapes use
+    static sizes and one -1, RoPE is x*cos + (x @ rot.T)*sin with tables from the
+    StepContext (no per-layer table, slice or cat).
     """
 
     def __init__(self, attn: nn.Module, max_seq_len: int):
@@ -121,51 +206,57 @@ class CustomSdpaAttention(nn.Module):
         self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
 
     @staticmethod
-    def _rope(x, cos, sin):
-        """model.apply_rope for x [B, T, H, hd] (cos/sin [T, hd])."""
-        half = x.shape[-1] // 2
-        rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return (x.float() * cos[:, None, :] + rot.float() * sin[:, None, :]).type_as(x)
+    def _rope(x, cos, sin, rot):
+        """model.apply_rope for x [1, T, H, hd] (cos/sin [1, T, 1, hd])."""
+        return x * cos + torch.nn.functional.linear(x, rot) * sin
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        from ..model import rope_tables
-        B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.hd)
-        k = self.wk(x).view(B, T, self.n_kv, self.hd)
-        v = self.wv(x).view(B, T, self.n_kv, self.hd)
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        H, Hkv, hd = self.n_heads, self.n_kv, self.hd
+        q = self.wq(x).reshape(1, -1, H, hd)
+        k = self.wk(x).reshape(1, -1, Hkv, hd)
+        v = self.wv(x).reshape(1, -1, Hkv, hd)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope_tables(self.hd, self.theta, pos)
-        q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-        start = pos[0].item()
-        torch._check_is_size(start)
-        torch._check(start < self.max_seq_len)
-        torch._check(start + T <= self.max_seq_len)
+        cos, sin = ctx.rope[self.theta]
+        q, k = self._rope(q, cos, sin, ctx.rot), self._rope(k, cos, sin, ctx.rot)
+        start = ctx.start
         torch.ops.llama.update_cache(k, self.k_cache, start)
         torch.ops.llama.update_cache(v, self.v_cache, start)
         if self.window:
-            kpos = torch.arange(self.max_seq_len, dtype=pos.dtype)
-            allowed = (kpos[None, :] <= pos[:, None]) & (pos[:, None] - kpos[None, :] < self.window)
-            mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(
-                allowed.logical_not(), float("-inf"))
-            y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, mask, 0.0,
-                                            False, self.scale)
+            y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start,
+                                            ctx.masks[self.window], 0.0, False, self.scale)
         else:
             y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0,
                                             True, self.scale)
-        return self.wo(y.reshape(B, T, self.n_heads * self.hd))
+        return self.wo(y.reshape(1, -1, H * hd))
 
 
 def use_custom_sdpa(model: PteDecoder) -> PteDecoder:
-    """In place: every layer's attention on ExecuTorch's custom_sdpa + update_cache.
+    """In place: every layer's attention on ExecuTorch's custom_sdpa + update_cache, every
+    RMSNorm as XnnRMSNorm, RoPE tables precomputed for all positions.
 
     Applied after quantization (the quantized linears are shared, not copied); the
     reference attention and its KV cache are dropped from the module.
     """
     from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  registers llama::*
+    from ..model import RMSNorm, rope_tables
     for blk in model.layers:
         if not isinstance(blk.attn, CustomSdpaAttention):
             blk.attn = CustomSdpaAttention(blk.attn, model.max_seq_len)
+    for mod in list(model.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, RMSNorm):
+                setattr(mod, name, XnnRMSNorm(child))
+    attns = [blk.attn for blk in model.layers]
+    hd = attns[0].hd
+    allpos = torch.arange(model.max_seq_len, dtype=torch.long)
+    model.rope_keys = sorted({a.theta for a in attns})
+    for i, theta in enumerate(model.rope_keys):
+        cos, sin = rope_tables(hd, theta, allpos)                       # [S, hd] each
+        model.register_buffer(f"rope_cos_{i}", cos.contiguous(), persistent=False)
+        model.register_buffer(f"rope_sin_{i}", sin.contiguous(), persistent=False)
+    model.register_buffer("rope_rot", rotate_half_matrix(hd), persistent=False)
+    model.windows = sorted({a.window for a in attns if a.window})
     return model
 
 
