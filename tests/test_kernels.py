@@ -200,6 +200,27 @@ def test_q8_weights(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("threads", THREADS)
+def test_q8_gemv_block_splits(variant, threads):
+    """One activation row (the decode GEMV): K in blocks of 8, then 4, then 1-3 single
+    blocks (K = 640 is Gemma 3 270M's hidden size: 16 + 4 blocks)."""
+    r = rng(10)
+    for k in (32, 96, 128, 224, 256, 288, 384, 640, 736):
+        n = 37
+        w = r.standard_normal((n, k)).astype(np.float32)
+        q, s = K.pack_q8(w)
+        xe = exact_x(r, 1, k)
+        se = (2.0 ** r.integers(-1, 2, s.shape)).astype(np.float16)
+        exact = xe.astype(np.float64) @ K.dequantize_q8(q, se).astype(np.float64).T
+        ye = K.q8_matmul(xe, q, se, act="q8", variant=variant, threads=threads)
+        assert np.array_equal(ye, exact.astype(np.float32)), k
+        x = r.standard_normal((1, k)).astype(np.float32)
+        wd = K.dequantize_q8(q, s)
+        assert np.all(np.abs(K.q8_matmul(x, q, s, variant=variant, threads=threads) - x @ wd.T)
+                      <= fp_tol(x, wd)), k
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_q8_gemm_crosses_tiles(variant):
     """int8 weights, m = 70 (> the 64-row activation tile), K = 1088 (34 blocks: two K
     chunks of the tiled GEMM), n = 37 (a 4-row tail): exact on exactly representable data,

@@ -650,12 +650,25 @@ INLINE void q8q8_tile(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
     for (int r = 0; r < NR; r++) y[(size_t)i * w->n + n + r] = hsum8(tot[r]);
 }
 
-/* GEMV (one activation row, the output head in decode): per weight row 8 blocks (256
- * bytes) at a time; the 8 per-block int32 sums are folded with vphaddd into natural block
- * order [b0..b3 | b4..b7] so the row's 8 scales and the 8 activation scales are plain
- * loads: one cvt and one mul + fma per 8 blocks. */
+/* GEMV (one activation row: the output head and the int8 layers in decode): per weight
+ * row 8 blocks (256 bytes) at a time; the 8 per-block int32 sums are folded with vphaddd
+ * into natural block order [b0..b3 | b4..b7] so the row's 8 scales and the 8 activation
+ * scales are plain loads: one cvt and one mul + fma per 8 blocks. A remaining group of 4
+ * blocks (K = 640: 16 + 4) is folded the same way at 128-bit width; only the last 1-3
+ * blocks take the scalar tail. The weight stream (rows are contiguous) is prefetched
+ * Q8_PF bytes ahead. */
+#ifndef Q8_PF
+#define Q8_PF 4096
+#endif
+
+INLINE __m256i q8_dot_block(const int8_t *w, const int8_t *x, const __m256i ones) {
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)w);
+    const __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+}
+
 static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, int n0, int n1) {
-    const int K = w->k, nb = K / NANO_QK, n8 = nb / 8 * 8;
+    const int K = w->k, nb = K / NANO_QK, n8 = nb / 8 * 8, n4 = nb / 4 * 4;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int n = n0; n < n1; n++) {
         const int8_t *wr = w->qweight + (size_t)n * K;
@@ -663,12 +676,14 @@ static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
         __m256 acc = _mm256_setzero_ps();
         int b = 0;
         for (; b < n8; b += 8) {
+#if Q8_PF > 0
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF + 128), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF + 192), _MM_HINT_T0);
+#endif
             __m256i M[8];
-            for (int j = 0; j < 8; j++) {
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + (b + j) * 32));
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + (b + j) * 32));
-                M[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
-            }
+            for (int j = 0; j < 8; j++) M[j] = q8_dot_block(wr + (b + j) * 32, x->q + (b + j) * 32, ones);
             const __m256i A = _mm256_hadd_epi32(_mm256_hadd_epi32(M[0], M[1]), _mm256_hadd_epi32(M[2], M[3]));
             const __m256i B = _mm256_hadd_epi32(_mm256_hadd_epi32(M[4], M[5]), _mm256_hadd_epi32(M[6], M[7]));
             const __m256i C = _mm256_add_epi32(_mm256_permute2x128_si256(A, B, 0x20),
@@ -677,11 +692,25 @@ static void q8q8_gemv(const nano_q8_matrix *w, const nano_q8_act *x, float *y, i
                                            _mm256_loadu_ps(x->d + b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(C), d, acc);
         }
-        float v = hsum8(acc);
+        __m128 acc4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        if (b < n4) {
+#if Q8_PF > 0
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wr + b * 32 + Q8_PF + 64), _MM_HINT_T0);
+#endif
+            __m256i M[4];
+            for (int j = 0; j < 4; j++) M[j] = q8_dot_block(wr + (b + j) * 32, x->q + (b + j) * 32, ones);
+            const __m256i A = _mm256_hadd_epi32(_mm256_hadd_epi32(M[0], M[1]), _mm256_hadd_epi32(M[2], M[3]));
+            const __m128i C = _mm_add_epi32(_mm256_castsi256_si128(A), _mm256_extracti128_si256(A, 1));
+            const __m128 d = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc + b))),
+                                        _mm_loadu_ps(x->d + b));
+            acc4 = _mm_fmadd_ps(_mm_cvtepi32_ps(C), d, acc4);
+            b += 4;
+        }
+        acc4 = _mm_add_ps(acc4, _mm_movehl_ps(acc4, acc4));
+        float v = _mm_cvtss_f32(_mm_add_ss(acc4, _mm_movehdup_ps(acc4)));
         for (; b < nb; b++) {
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)(wr + b * 32));
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->q + b * 32));
-            const __m256i m = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv)), ones);
+            const __m256i m = q8_dot_block(wr + b * 32, x->q + b * 32, ones);
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
