@@ -270,8 +270,11 @@ def markdown(all_res):
                      f"{sum(p == 32 for p in pref)}/5 | | |")
     lines += ["", "## Size, load, speed (medians of interleaved runs; prefill 128 tokens, "
               "decode 64)", "",
-              "Timed on the shared 2-core build machine at nice 10 (load average 20-30 while "
-              "these ran): the speeds are lower bounds, not phone figures.", "",
+              "Timed on the shared 2-core build machine at nice 10 (1-minute load average "
+              "when each model's runs started: " + ", ".join(
+                  f"{n} {r['speed']['_load_avg_at_start']:.1f}" for n, r in all_res.items()
+                  if "_load_avg_at_start" in r.get("speed", {})) +
+              "): the speeds are lower bounds, not phone figures.", "",
               "| model | artifact | size MiB | threads | load s | prefill tok/s | decode tok/s |",
               "|---|---|---|---|---|---|---|"]
     for name, r in all_res.items():
@@ -323,6 +326,9 @@ def main():
     ap.add_argument("--stages", default="correctness,speed,ppl",
                     help="which of correctness,speed,ppl to run (default: all)")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--kinds", default="pte,onnx",
+                    help="which artifacts to measure (default: pte,onnx); the other's "
+                         "earlier results stay in export_bench.json")
     ap.add_argument("--max-seq-len", type=int, default=1024)
     ap.add_argument("--ctx", type=int, default=512, help="perplexity window (default 512)")
     args = ap.parse_args()
@@ -336,6 +342,7 @@ def main():
     for name in ([] if args.report_only else args.models):
         lm = load_model(name)
         arts, export_s = ensure_artifacts(lm, args.artifacts, opts, name, args.no_export)
+        arts = {k: d for k, d in arts.items() if k in args.kinds.split(",")}
         r = all_res.setdefault(name, {})    # merged: a later run may add the other artifact
         r.setdefault("export_s", {}).update(export_s)
         r.setdefault("size_bytes", {}).update({k: artifact_bytes(d, k) for k, d in arts.items()})
