@@ -750,8 +750,9 @@ def resolve_nano(spec: str, show_progress: bool = True) -> str:
         if "source" in card:
             src = cards.card_weights_path(card)
             st = os.stat(src)
+            imp = f"|{json.dumps(card['import'], sort_keys=True)}" if card.get("import") else ""
             key = hashlib.sha256(f"{card['name']}|{st.st_size}|{int(st.st_mtime)}"
-                                 f"|{CONVERT_VERSION}".encode()).hexdigest()[:16]
+                                 f"|{CONVERT_VERSION}{imp}".encode()).hexdigest()[:16]
         else:
             key = hashlib.sha256((json.dumps(card, sort_keys=True) + f"|{CONVERT_VERSION}")
                                  .encode()).hexdigest()[:16]
@@ -782,14 +783,19 @@ def _is_gguf_source(spec: str) -> bool:
 
 def convert_to_nano(spec: str, out: str):
     """Quantize MODEL into out (atomic: the writer renames a finished temp file):
-    GGUF sources with the exact import, everything else with RTN int4 g32."""
+    GGUF sources with the exact import (a card's "import" entry may re-quantize its
+    embedding, e.g. Gemma 3's 262k-row tied head to int4), everything else with RTN int4 g32."""
+    from . import cards
     try:
         from .quant.pipeline import quantize_model
     except ImportError:  # the quantizer's pipeline not installed: RTN from any source
         quantize_model = None
     if quantize_model is not None:
+        imp = {}
+        if not os.path.exists(spec) and cards.is_card_name(spec):
+            imp = cards.get_card(spec).get("import") or {}
         quantize_model(spec, out, method="gguf-exact" if _is_gguf_source(spec) else "rtn",
-                       group_size=32)
+                       group_size=32, embed=imp.get("embed", "q8"))
         return
     write_rtn_nano(spec, out)
 

@@ -305,3 +305,46 @@ def test_mixed_precision_keeps_chosen_tensors_in_int8(tmp_path):
         assert torch.isfinite(lm.model(torch.tensor([[1, 2, 3]]))).all()
     r = run_cli("quantize", "tiny-llama", "-o", out, "--keep-q8", "layers.0.mlp.nope")
     assert r.returncode == 2 and "not a linear layer" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_gguf_import_with_int4_gptq_head(tmp_path):
+    """`gguf-exact --embed q4` (Gemma 3's default import) on the real SmolLM2 GGUF: every
+    other tensor stays bit-identical to the exact import, the tied embedding/head becomes
+    int4 asym g32 fitted by GPTQ to the head's inputs, and on held-out text its output
+    (logit) error is below round-to-nearest's of the same table."""
+    from nano_runtime.data import english_text
+    from nano_runtime.formats import nano_file as nf
+    from nano_runtime.loader import load_model
+    from nano_runtime.quant import rtn_np
+    from nano_runtime.quant.pipeline import quantize_model
+    exact, q4 = str(tmp_path / "exact.nano"), str(tmp_path / "q4.nano")
+    quantize_model("smollm2-135m-instruct", exact, method="gguf-exact", show_progress=False)
+    quantize_model("smollm2-135m-instruct", q4, method="gguf-exact", embed="q4", n_calib=4,
+                   seq_len=128, show_progress=False)
+    fe, fq = nf.open_nano(exact), nf.open_nano(q4)
+    assert fq.recipe["embed"] == "q4" and fq.recipe["embed_method"] == "gptq"
+    assert fq.recipe["calib"].startswith("builtin:calib") and fq.recipe["calib_tokens"] == 4 * 128
+    assert set(fq.tensors) - set(fe.tensors) == {"embed.qweight", "embed.mins"}
+    for name in fe.tensors:
+        if not name.startswith("embed."):
+            assert np.array_equal(fe.tensors[name], fq.tensors[name]), name
+    w = kernels.dequantize_q8(fe.tensors["embed.qweight8"], fe.tensors["embed.scales"])
+    k = w.shape[1]
+    got = kernels.dequantize_q4(fq.tensors["embed.qweight"], fq.tensors["embed.scales"],
+                                fq.tensors["embed.mins"], 32, k)
+    qw, sc, mn = rtn_np.quantize_q4("embed", w, 32, False)
+    rtn = kernels.dequantize_q4(qw, sc, mn, 32, k)
+    lm = load_model("smollm2-135m-instruct")
+    ids = torch.tensor([lm.tokenizer.encode(english_text("eval"))[:256]])
+    hs = []
+    h = lm.model.norm.register_forward_hook(lambda m, i, o: hs.append(o[0].detach().numpy()))
+    with torch.no_grad():
+        lm.model(ids)
+    h.remove()
+    x = hs[0].astype(np.float64)
+    err = lambda wq: float(((x @ (w - wq).T.astype(np.float64)) ** 2).mean())
+    assert err(got) < 0.9 * err(rtn), (err(got), err(rtn))
+    r = run_cli("quantize", "smollm2-135m-instruct", "-o", str(tmp_path / "x.nano"),
+                "--method", "gguf-exact", "--embed", "f16")
+    assert r.returncode == 2 and "--embed q8 (exact) or q4" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "x.nano")
