@@ -635,7 +635,7 @@ WEIGHTS = {
     "smollm2-135m-instruct": {"nano": "Q4_1 (exact GGUF import)", "llama.cpp": "Q4_1 GGUF",
                               "executorch": "8da4w g32", "ort-genai": "int4 g32",
                               "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
-    "gemma3-270m": {"nano": "Q4_K_M import (Q8_0 exact, Q5_0/Q6_K as int8, Q4_K as int4 RTN)",
+    "gemma3-270m": {"nano": "Q4_K_M import (Q8_0 exact, Q5_0/Q6_K as int8, Q4_K as int4 RTN), int4 GPTQ tied head",
                     "nano int4": "GPTQ int4 g32 sym everywhere, int4 tied embedding/head", "llama.cpp": "Q4_K_M GGUF",
                     "executorch": "8da4w g32", "ort-genai": "int4 g32",
                     "torch fp32 (reference)": "fp32 (dequantized GGUF)"},
