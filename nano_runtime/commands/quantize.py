@@ -20,7 +20,8 @@ def add_arguments(p):
     p.add_argument("--group-size", type=int, default=32, help="int4 group size: 32 (default), 64, 128")
     p.add_argument("--sym", action="store_true", help="symmetric int4 groups (default asymmetric)")
     p.add_argument("--embed", default="q8", help="embedding format: q8 (default), q4 (int4 in --group-size/--sym; with a tied "
-                   "head it is the head too), f16, f32")
+                   "head it is the head too; with gguf-exact: int4 asym g32, a tied head fitted by GPTQ "
+                   "on --calib), f16, f32")
     p.add_argument("--head", default=None,
                    help="untied output head format: q8 (default), q4, f16, f32 ('tied' when the "
                         "model ties it to the embeddings)")
