@@ -176,7 +176,8 @@ def markdown(res):
     L = ["# Our `.pte` vs ExecuTorch's own export_llama (SmolLM2-135M-Instruct, same weights)",
          "", f"Machine: {res.get('machine', '?')} (AMD Zen 3, AVX2), shared. 128-token prompt, "
          f"{res.get('gen')} new tokens, {res.get('reps')} fresh processes per .pte, "
-         "interleaved (median, min-max).", ""]
+         "interleaved (median, min-max)." + (f" Load average: {res['load_avg_at_runner_speed']}."
+                                              if "load_avg_at_runner_speed" in res else ""), ""]
     for d, e in res.get("et_exports", {}).items():
         L += [f"ExecuTorch export ({os.path.basename(d)}): `{' '.join(os.path.basename(a) if a.startswith('/') else a for a in e['cmd'][2:])}` "
               f"({e['seconds'] / 60:.0f} min on the shared machine).", ""]
@@ -204,6 +205,8 @@ def markdown(res):
                      f"({p['min']:.1f}-{p['max']:.1f}) | {d['median']:.1f} "
                      f"({d['min']:.1f}-{d['max']:.1f}) |")
         L.append("")
+    if res.get("notes"):
+        L += ["## Findings", ""] + [f"- {n}" for n in res["notes"]] + [""]
     return "\n".join(L)
 
 
@@ -244,9 +247,10 @@ def main():
         res.setdefault("et_exports", {})[args.et_dir] = {"seconds": sec, "cmd": cmd}
     ptes = dict(p.split("=", 1) for p in args.pte)
     ptes = {k: os.path.expanduser(v) for k, v in ptes.items()}
-    res["sizes"] = {k: os.path.getsize(os.path.join(v, "model.pte")) for k, v in ptes.items()}
+    res.setdefault("sizes", {}).update(
+        {k: os.path.getsize(os.path.join(v, "model.pte")) for k, v in ptes.items()})
     if "ops" in stages:
-        res["ops"] = {k: op_histogram(v) for k, v in ptes.items()}
+        res.setdefault("ops", {}).update({k: op_histogram(v) for k, v in ptes.items()})
     if "speed" in stages:
         res["speed" if args.threads else "speed_cpu1"] = speed(ptes, args.threads, args.reps, args.gen, args.prompt_tokens)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
