@@ -113,7 +113,7 @@ class XnnRMSNorm(nn.Module):
     The mean is taken in two levels, over groups of g ~ sqrt(d) and then over the d/g
     group means: XNNPACK's pooling sums the d squares one after another (relative error
     up to 1.1e-6 against PyTorch's at d=640), two short sums land within 3e-7 and give
-    the eager value bit for bit on ~60% of outputs (benchmarks/results/pte_vs_et_export.md).
+    the eager value bit for bit on ~60% of outputs (a 64x640 probe, commit 42ced4d).
     8da4w's int8 activation rounding turns such differences into top-1 flips.
     """
 
