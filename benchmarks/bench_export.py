@@ -268,15 +268,23 @@ def markdown(all_res):
         pref = [x["identical_prefix"] for x in c["pte_llm_runner"]]
         lines.append(f"| {name} | pte via ExecuTorch LLM runner (text) | {pref} | "
                      f"{sum(p == 32 for p in pref)}/5 | | |")
-    lines += ["", "## Size, load, speed (medians of interleaved runs; prefill 128 tokens, "
-              "decode 64)", "",
-              "Timed on the shared 2-core build machine at nice 10 (1-minute load average "
-              "when each model's runs started: " + ", ".join(
-                  f"{n} {r['speed']['_load_avg_at_start']:.1f}" for n, r in all_res.items()
-                  if "_load_avg_at_start" in r.get("speed", {})) +
-              "): the speeds are lower bounds, not phone figures.", "",
-              "| model | artifact | size MiB | threads | load s | prefill tok/s | decode tok/s |",
-              "|---|---|---|---|---|---|---|"]
+    if not any(k for r in all_res.values() for k in r.get("speed", {}) if not k.startswith("_")):
+        lines += ["", "## Size, load, speed", "",
+                  "Not in this file's last run (`--stages` without speed). The artifacts' speeds, "
+                  "measured in the same run as our engine, llama.cpp and the other runtime, are in "
+                  "the engine benchmark (`bench_engine.py`, `results/engine_s5/engine.md`). Sizes: " +
+                  "; ".join(f"{n} {k} {v / 2**20:.1f} MiB" for n, r in all_res.items()
+                            for k, v in r.get("size_bytes", {}).items()) + "."]
+    else:
+        lines += ["", "## Size, load, speed (medians of interleaved runs; prefill 128 tokens, "
+                  "decode 64)", "",
+                  "Timed on the shared 2-core build machine at nice 10 (1-minute load average "
+                  "when each model's runs started: " + ", ".join(
+                      f"{n} {r['speed']['_load_avg_at_start']:.1f}" for n, r in all_res.items()
+                      if "_load_avg_at_start" in r.get("speed", {})) +
+                  "): the speeds are lower bounds, not phone figures.", "",
+                  "| model | artifact | size MiB | threads | load s | prefill tok/s | decode tok/s |",
+                  "|---|---|---|---|---|---|---|"]
     for name, r in all_res.items():
         for key, s in r.get("speed", {}).items():
             if key.startswith("_"):
