@@ -189,16 +189,9 @@ def speed(arts, tok, threads_list, reps, prompt_len=128, gen=64):
                     m = R.GenaiModel(arts["onnx"], threads=th)
                 s["load_s"].append(m.load_s)
                 m.reset()
-                t0 = time.perf_counter()
-                logits = m.step(ids, 0)
-                t1 = time.perf_counter()
-                pos, t = len(ids), int(np.argmax(logits))
-                for _ in range(gen):
-                    logits = m.step([t], pos)
-                    t, pos = int(np.argmax(logits)), pos + 1
-                t2 = time.perf_counter()
-                s["prefill_tok_s"].append(len(ids) / (t1 - t0))
-                s["decode_tok_s"].append(gen / (t2 - t1))
+                prefill, decode = R.time_prefill_decode(m, ids, gen, time.perf_counter)
+                s["prefill_tok_s"].append(prefill)
+                s["decode_tok_s"].append(decode)
                 del m
     return {k: (d if k.startswith("_") else
                 {m: statistics.median(v) for m, v in d.items()} | {"n": reps})

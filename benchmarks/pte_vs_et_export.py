@@ -132,23 +132,15 @@ def worker_cpu(pte, gen, n_prompt=128):
     """One fresh process, 1 thread, forward() through ExecuTorch's runtime, timed in CPU
     seconds of this process: on a shared machine the wall clock counts the time other
     processes hold the core, the process's CPU time does not."""
-    import numpy as np
     from nano_runtime.export import runtimes as R
     from nano_runtime.tokenizer import Tokenizer
     tok = Tokenizer.load(pte)
     ids = tok.encode(PROMPT * 8)[:n_prompt]
     m = R.PteModule(pte, threads=1)
     m.step(ids[:8], 0)                                   # warm-up (XNNPACK setup)
-    t0 = time.process_time()
-    logits = m.step(ids, 0)
-    t1 = time.process_time()
-    pos, t = len(ids), int(np.argmax(logits))
-    for _ in range(gen):
-        logits = m.step([t], pos)
-        t, pos = int(np.argmax(logits)), pos + 1
-    t2 = time.process_time()
+    prefill, decode = R.time_prefill_decode(m, ids, gen, time.process_time)
     print(json.dumps({"prompt_tokens": len(ids), "generated": gen,
-                      "prefill_tok_s": len(ids) / (t1 - t0), "decode_tok_s": gen / (t2 - t1)}))
+                      "prefill_tok_s": prefill, "decode_tok_s": decode}))
 
 
 def speed(ptes, threads, reps, gen, n_prompt=128):

@@ -161,6 +161,20 @@ def greedy(runner, ids, n: int) -> list:
     return out
 
 
+def time_prefill_decode(runner, ids, gen: int, clock) -> tuple:
+    """(prefill tok/s, decode tok/s): one prefill of `ids` from position 0, then `gen`
+    greedy single-token steps, timed with `clock` (time.perf_counter or process_time)."""
+    t0 = clock()
+    logits = runner.step(ids, 0)
+    t1 = clock()
+    pos, t = len(ids), int(np.argmax(logits))
+    for _ in range(gen):
+        logits = runner.step([t], pos)
+        t, pos = int(np.argmax(logits)), pos + 1
+    t2 = clock()
+    return len(ids) / (t1 - t0), gen / (t2 - t1)
+
+
 def teacher_forced_logits(runner, ids, prefix: int = 1) -> np.ndarray:
     """[len(ids) - prefix + 1, V]: logits after ids[:prefix], then after each next token."""
     runner.reset()
