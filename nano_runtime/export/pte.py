@@ -222,24 +222,35 @@ class CustomSdpaAttention(nn.Module):
         return x * cos + torch.nn.functional.linear(x, rot) * sin
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self.parts(x, ctx)["o"]
+
+    def parts(self, x: torch.Tensor, ctx: StepContext) -> dict:
+        """forward's intermediates by name (the per-op probe, benchmarks/pte_gemma_sdpa.py,
+        exports this very code): q, k, v [1, T, H(kv), hd] from the linears; qn, kn after
+        QK-norm; qr, kr after RoPE; y [1, T, H*hd] from custom_sdpa; o from wo."""
         H, Hkv, hd = self.n_heads, self.n_kv, self.hd
-        q = self.wq(x).reshape(1, -1, H, hd)
-        k = self.wk(x).reshape(1, -1, Hkv, hd)
-        v = self.wv(x).reshape(1, -1, Hkv, hd)
+        r = {"q": self.wq(x).reshape(1, -1, H, hd),
+             "k": self.wk(x).reshape(1, -1, Hkv, hd),
+             "v": self.wv(x).reshape(1, -1, Hkv, hd)}
+        q, k = r["q"], r["k"]
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
+        r["qn"], r["kn"] = q, k
         cos, sin = ctx.rope[self.theta]
         q, k = self._rope(q, cos, sin, ctx.rot), self._rope(k, cos, sin, ctx.rot)
+        r["qr"], r["kr"] = q, k
         start = ctx.start
         torch.ops.llama.update_cache(k, self.k_cache, start)
-        torch.ops.llama.update_cache(v, self.v_cache, start)
+        torch.ops.llama.update_cache(r["v"], self.v_cache, start)
         if self.window:
             y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start,
                                             ctx.masks[self.window], 0.0, False, self.scale)
         else:
             y = torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0.0,
                                             True, self.scale)
-        return self.wo(y.reshape(1, -1, H * hd))
+        r["y"] = y.reshape(1, -1, H * hd)
+        r["o"] = self.wo(r["y"])
+        return r
 
 
 def use_custom_sdpa(model: PteDecoder) -> PteDecoder:
