@@ -20,7 +20,8 @@ on ExecuTorch's llama::custom_sdpa/update_cache, XnnRMSNorm and matmul RoPE on 9
    one-forward argmax: top-1 agreement and identical greedy prefix (tokens before the first
    disagreement = the prefix a greedy run of the variant would share). Variants: .pte
    artifacts (--pte LABEL=DIR, prefill + one token per call as the LLM runner), the eager
-   custom_sdpa rewrite, and the eager reference against itself with every block input
+   reference itself called that way, the eager custom_sdpa rewrite (one forward, and
+   called that way), and the eager reference against itself with every block input
    scaled by (1 + 1e-6 N(0,1)) (the noise floor, --seeds). 95% intervals: bootstrap over
    prompts.
 
@@ -302,9 +303,9 @@ def prompts(n_text=20, words=24):
     paras = [p.strip() for p in english_text("eval").split("\n\n")]
     prose = [p for p in paras if len(p.split()) >= 2 * words and p[:1].isalpha()
              and "    " not in p[:200] and not p.startswith(("*", "-"))]
-    step = max(1, len(prose) // n_text)
-    picked = [" ".join(p.split()[:words]) for p in prose[::step][:n_text]]
-    return list(PROMPTS) + picked
+    openings = list(dict.fromkeys(" ".join(p.split()[:words]) for p in prose))   # unique
+    idx = np.linspace(0, len(openings) - 1, n_text).round().astype(int)
+    return list(PROMPTS) + [openings[i] for i in idx]
 
 
 def _boot(hits, n=2000, seed=0):
@@ -323,11 +324,11 @@ def _summary(argmax, ref_argmax):
             "per_prompt_top1": [float(h.mean()) for h in hits]}
 
 
-def full(ptes, n_tokens, seeds, n_text):
+def full(ptes, n_tokens, seeds, n_text, model=MODEL):
     from nano_runtime.export.metadata import ExportOptions
     from nano_runtime.export.pte import build_quantized_decoder
     from pte_noise_floor import Perturbed
-    lm = load_model(MODEL)
+    lm = load_model(model)
     tok = lm.tokenizer
     opts = ExportOptions(max_seq_len=1024)
     q = build_quantized_decoder(lm.model, opts)
@@ -344,7 +345,7 @@ def full(ptes, n_tokens, seeds, n_text):
         seqs.append((seq, len(ids)))
         ref_am.append(lr.argmax(-1))
     print(f"reference: {len(texts)} prompts in {time.time() - t0:.0f} s", flush=True)
-    out = {"prompts": texts, "tokens": n_tokens, "positions": len(texts) * n_tokens,
+    out = {"model": model, "prompts": texts, "tokens": n_tokens, "positions": len(texts) * n_tokens,
            "prompt_tokens": [n for _, n in seqs], "variants": {}}
     # the noise floor: every block input perturbed by 1e-6
     p = Perturbed(q, every_layer=True)
@@ -353,13 +354,23 @@ def full(ptes, n_tokens, seeds, n_text):
         out["variants"][f"floor: eager vs itself, block inputs x(1+1e-6 N), seed {s}"] = \
             _summary(am, ref_am)
         print("floor seed", s, out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
+    # the same eager reference called as the runner calls the .pte: prefill, then 1 token
+    am = [R.teacher_forced_logits(stepper, seq, n)[:-1].argmax(-1) for seq, n in seqs]
+    out["variants"]["eager reference, prefill + one token per call"] = _summary(am, ref_am)
+    print("eager stepwise", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
     # the eager custom_sdpa rewrite (same modules as the .pte, PyTorch kernels)
     qs = use_custom_sdpa(build_quantized_decoder(lm.model, opts))
     with torch.no_grad():
         am = [qs.all_logits(torch.tensor([seq]))[0].float().numpy()[n - 1:-1].argmax(-1)
               for seq, n in seqs]
-    out["variants"]["eager custom_sdpa rewrite (PyTorch, one forward)"] = _summary(am, ref_am)
+    out["variants"]["eager custom_sdpa rewrite, one forward"] = _summary(am, ref_am)
     print("eager sdpa", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
+    st = R.RefStepper(qs, start_pos_only=True)
+    am = [R.teacher_forced_logits(st, seq, n)[:-1].argmax(-1) for seq, n in seqs]
+    out["variants"]["eager custom_sdpa rewrite, prefill + one token per call"] = \
+        _summary(am, ref_am)
+    print("eager sdpa stepwise", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
+    del qs, st
     for label, folder in ptes:
         if not os.path.exists(os.path.join(folder, PTE_NAME)):
             print("missing", folder, flush=True)
@@ -408,19 +419,21 @@ def report(res):
             f"{r} {v:.1e}" for r, v in worst.items()) + ".", ""]
     f = res.get("full")
     if f:
-        L += [f"## 2. Full Gemma 3 270M: {len(f['prompts'])} prompts x {f['tokens']} tokens "
+        L += [f"## 2. Full {f.get('model', MODEL)}: {len(f['prompts'])} prompts x {f['tokens']} tokens "
               f"= {f['positions']} positions", "",
               "Text = prompt + the eager 8da4w reference's greedy continuation; every variant "
               "is teacher-forced on that same text and its argmax compared with the "
               "reference's (paired positions). Identical prefix = tokens before the first "
               "disagreement. 95% interval: bootstrap over prompts.", "",
-              "| variant | top-1 vs eager 8da4w | 95% interval | prompts with all 32 identical | "
-              "median identical prefix | identical prefixes |", "|---|---|---|---|---|---|"]
+              "| variant | top-1 vs eager 8da4w | 95% interval | top-1 on bench_export's 5 "
+              f"prompts | prompts with all {f['tokens']} identical | median identical prefix | "
+              "identical prefixes |", "|---|---|---|---|---|---|---|"]
         for k, r in f["variants"].items():
             pre = r["identical_prefix"]
             L.append(f"| {k} | {r['top1']:.1%} | {r['top1_ci95'][0]:.1%} - "
-                     f"{r['top1_ci95'][1]:.1%} | {sum(x == f['tokens'] for x in pre)}/{len(pre)} "
-                     f"| {int(np.median(pre))} | {pre} |")
+                     f"{r['top1_ci95'][1]:.1%} | {np.mean(r['per_prompt_top1'][:5]):.1%} | "
+                     f"{sum(x == f['tokens'] for x in pre)}/{len(pre)} "
+                     f"| {np.median(pre):g} | {pre} |")
         L += ["", "Prompts: bench_export's 5, then openings (24 words) of prose paragraphs of "
               "nano_runtime.data.english_text('eval'); the list is in the json.", ""]
     if res.get("conclusion"):
