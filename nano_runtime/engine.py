@@ -51,7 +51,7 @@ KV_NAMES = {1: "f16", 2: "i8"}
 
 
 class _ModelParams(C.Structure):
-    _fields_ = [("prefault", C.c_int)]
+    _fields_ = [("prefault", C.c_int), ("no_mmap", C.c_int)]
 
 
 class _ModelInfo(C.Structure):
@@ -198,7 +198,8 @@ class Engine:
 
     def __init__(self, path: str, *, threads: int = 0, n_ctx: int = 0, profile: Optional[str] = None,
                  memory_budget_mb: float = 0, kv: Optional[str] = None, n_batch: int = 64,
-                 precise: bool = False, prefault: bool = False, tokenizer: bool = True):
+                 precise: bool = False, prefault: bool = False, no_mmap: bool = False,
+                 tokenizer: bool = True):
         L = lib()
         self._lock = threading.RLock()
         self._model = None
@@ -215,7 +216,7 @@ class Engine:
             raise NanoError(f"--memory-budget must be >= 0 MB, got {memory_budget_mb}")
         if not os.path.exists(path):
             raise NanoError(f"{path}: no such file")
-        mp = _ModelParams(1 if prefault else 0)
+        mp = _ModelParams(1 if prefault else 0, 1 if no_mmap else 0)
         h = C.c_void_p()
         _check(L.nano_model_load(os.fsencode(path), C.byref(mp), C.byref(h)))
         self._model = h
@@ -843,6 +844,10 @@ def add_native_args(p, ctx_option: bool = True, precise_default: bool = False):
                        help="context length in tokens (0 = the model's, lowered to fit the budget)")
     p.add_argument("--kv", choices=["auto", "f16", "i8"], default="auto",
                    help="KV cache precision (auto: the planner picks)")
+    p.add_argument("--no-mmap", dest="no_mmap", action="store_true",
+                   help="read the weights into memory (transparent huge pages where the OS has "
+                        "them) instead of mapping the file: slower load, a private copy, faster "
+                        "decode on large models")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--precise", dest="precise", action="store_true", default=precise_default,
                    help="fp32 activations into the matmuls (slower prefill; closest to the "
@@ -870,7 +875,8 @@ def _engine_from_args(args, **kw) -> Engine:
     return Engine(path, threads=getattr(args, "threads", 0) or 0,
                   n_ctx=getattr(args, "ctx_size", 0) or n_ctx,
                   profile=getattr(args, "profile", None), memory_budget_mb=budget,
-                  kv=getattr(args, "kv", None), precise=getattr(args, "precise", False), **kw)
+                  kv=getattr(args, "kv", None), precise=getattr(args, "precise", False),
+                  no_mmap=getattr(args, "no_mmap", False), **kw)
 
 
 def native_generate(args, params) -> GenerationResult:

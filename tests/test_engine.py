@@ -7,6 +7,7 @@ same packed weights, dequantized into the PyTorch model. Tolerances: with fp32 a
 5e-2 x max|logit| and the top-1 token agrees on >= 90% of positions.
 Runtime: about 40 s on 2 busy cores.
 """
+import os
 import threading
 
 import numpy as np
@@ -255,3 +256,21 @@ def test_bad_files(tmp_path, tiny):
         Engine(str(tmp_path / "ver.nano"))
     with pytest.raises(NanoError, match="no such file"):
         Engine(str(tmp_path / "missing.nano"))
+
+
+def test_no_mmap_load_is_identical(tmp_path, tiny, tok):
+    """--no-mmap reads the file into (huge-page advised) anonymous memory: the same bytes,
+    so bit-identical logits; a bad file fails with the same clear errors."""
+    _, path, _ = tiny
+    ids = tok.encode(PROMPTS[0])
+    with Engine(path, threads=2) as a, Engine(path, threads=2, no_mmap=True) as b:
+        la, lb = a.logits_of(ids), b.logits_of(ids)
+        assert np.array_equal(la, lb)
+        assert a.stats()["weights_bytes"] == b.stats()["weights_bytes"] == os.path.getsize(path)
+    data = open(path, "rb").read()
+    (tmp_path / "trunc.nano").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelFormatError, match="past the end of the file"):
+        Engine(str(tmp_path / "trunc.nano"), no_mmap=True)
+    (tmp_path / "short.nano").write_bytes(data[:5])
+    with pytest.raises(ModelFormatError, match="too short"):
+        Engine(str(tmp_path / "short.nano"), no_mmap=True)

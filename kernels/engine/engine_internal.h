@@ -77,6 +77,7 @@ typedef struct {
 struct nano_model {
     uint8_t *map;           /* whole file, read-only */
     size_t map_bytes;
+    size_t alloc_bytes;     /* length to munmap (no_mmap rounds up to 2 MiB) */
     st_tensor *tensors;
     int n_tensors;
     st_meta *meta;

@@ -476,6 +476,41 @@ NANO_API int nano_model_tensor(const nano_model *m, const char *name, const void
     return nano_set_error(NANO_ERR_INVALID_ARG, "no tensor named %s", name);
 }
 
+/* params.no_mmap: read the whole file into anonymous memory instead of mapping it.
+ * The region is rounded up to 2 MiB and advised MADV_HUGEPAGE, so where the kernel
+ * has transparent huge pages (mode "madvise" or "always") the weights sit in 2 MiB
+ * pages: far fewer TLB misses while decode streams them, and no 4 KiB page
+ * boundary for the hardware prefetcher to stop at. The cost is a private copy
+ * (not shared with the page cache or other processes) read at load time. */
+#define HUGE_BYTES ((size_t)2 << 20)
+static int read_anonymous(int fd, size_t size, void **out, size_t *alloc) {
+    size_t bytes = (size + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return nano_set_error(NANO_ERR_NO_MEMORY, "cannot allocate %zu bytes for the weights: %s",
+                              bytes, strerror(errno));
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE); /* advice only: 4 KiB pages where THP is off */
+#endif
+    size_t done = 0;
+    while (done < size) {
+        size_t want = size - done < ((size_t)1 << 30) ? size - done : ((size_t)1 << 30);
+        ssize_t r = pread(fd, (uint8_t *)p + done, want, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            munmap(p, bytes);
+            return nano_set_error(NANO_ERR_IO, "read failed at byte %zu of %zu: %s", done, size,
+                                  e ? strerror(e) : "unexpected end of file");
+        }
+        done += (size_t)r;
+    }
+    mprotect(p, bytes, PROT_READ); /* the weights are read-only from here, as when mapped */
+    *out = p;
+    *alloc = bytes;
+    return NANO_OK;
+}
+
 NANO_API nano_model_params nano_model_default_params(void) {
     nano_model_params p = {0};
     return p;
@@ -490,7 +525,7 @@ NANO_API void nano_model_free(nano_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-    if (m->map) munmap(m->map, m->map_bytes);
+    if (m->map) munmap(m->map, m->alloc_bytes);
     free(m);
 }
 
@@ -514,15 +549,27 @@ NANO_API int nano_model_load(const char *path, const nano_model_params *params, 
     }
     nano_model *m = calloc(1, sizeof *m);
     if (!m) { close(fd); return nano_set_error(NANO_ERR_NO_MEMORY, "out of memory"); }
-    int flags = MAP_PRIVATE;
+    int rc0;
+    void *map = NULL;
+    if (params->no_mmap) {
+        if ((rc0 = read_anonymous(fd, (size_t)st.st_size, &map, &m->alloc_bytes))) {
+            close(fd);
+            free(m);
+            return nano_set_error(rc0, "%s: %s", path, nano_last_error());
+        }
+        close(fd);
+    } else {
+        int flags = MAP_PRIVATE;
 #ifdef MAP_POPULATE
-    if (params->prefault) flags |= MAP_POPULATE;
+        if (params->prefault) flags |= MAP_POPULATE;
 #endif
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, flags, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        free(m);
-        return nano_set_error(NANO_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+        map = mmap(NULL, (size_t)st.st_size, PROT_READ, flags, fd, 0);
+        close(fd);
+        if (map == MAP_FAILED) {
+            free(m);
+            return nano_set_error(NANO_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+        }
+        m->alloc_bytes = (size_t)st.st_size;
     }
     m->map = map;
     m->map_bytes = (size_t)st.st_size;

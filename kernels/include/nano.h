@@ -57,6 +57,8 @@ typedef struct nano_model nano_model;
 
 typedef struct {
     int prefault;       /* 1: touch every weight page at load (MAP_POPULATE)  */
+    int no_mmap;        /* 1: read the file into anonymous memory advised for  */
+                        /*    transparent huge pages instead of mapping it     */
 } nano_model_params;
 
 NANO_API nano_model_params nano_model_default_params(void); /* [any] */

@@ -26,11 +26,13 @@ def add_arguments(p):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--prompt-lens", default="128,512")
+    p.add_argument("--no-mmap", dest="no_mmap", action="store_true",
+                   help="load the weights into (huge-page) memory instead of mapping the file")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
 
 
 def measure_native(path: str, threads: int, prompt_lens=(128, 512), n_decode: int = 64,
-                   n_ctx: int = 0, profile=None, precise=False) -> dict:
+                   n_ctx: int = 0, profile=None, precise=False, no_mmap=False) -> dict:
     """One measurement in this process (call it in a fresh process for a clean RSS)."""
     import time
 
@@ -39,7 +41,7 @@ def measure_native(path: str, threads: int, prompt_lens=(128, 512), n_decode: in
     from ..engine import Engine, peak_rss_mb
     t0 = time.perf_counter()
     eng = Engine(path, threads=threads, n_ctx=n_ctx or max(max(prompt_lens) + n_decode + 8, 1024),
-                 profile=profile, precise=precise, tokenizer=False)
+                 profile=profile, precise=precise, no_mmap=no_mmap, tokenizer=False)
     load_s = time.perf_counter() - t0
     V = eng.vocab_size
     rng = np.random.RandomState(0)
@@ -115,7 +117,8 @@ def run(args):
             for t in threads:
                 res[(m, t)].append(run_worker({"path": paths[m], "threads": t,
                                                "prompt_lens": list(lens),
-                                               "n_decode": args.decode_tokens}))
+                                               "n_decode": args.decode_tokens,
+                                               "no_mmap": args.no_mmap}))
     if args.json:
         print(json.dumps([{"model": m, "threads": t, "runs": rows} for (m, t), rows in res.items()]))
         return 0
