@@ -446,11 +446,12 @@ def run_ppl_worker(fn: str, spec: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 # --peers key -> (runtime name in the tables, worker function)
 RUNTIMES = {"native": ("nano", "measure_native"), "native4": ("nano int4", "measure_native"),
+            "native-nm": ("nano no-mmap", "measure_native"),
             "llama": ("llama.cpp", "measure_llama"),
             "et": ("executorch", "measure_et_runner"), "ort": ("ort-genai", "measure_ort"),
             "et-fwd": ("executorch (py forward)", "measure_et")}
-OURS = ("nano", "nano int4")
-RT_ORDER = ["nano", "nano int4", "llama.cpp", "executorch", "ort-genai", "executorch (py forward)"]
+OURS = ("nano", "nano int4", "nano no-mmap")
+RT_ORDER = ["nano", "nano no-mmap", "nano int4", "llama.cpp", "executorch", "ort-genai", "executorch (py forward)"]
 ARTIFACT_RUNTIMES = {"et": "pte", "ort": "onnx", "et-fwd": "pte"}   # real models only
 PEERS = {}  # extra name -> callable(model, threads, prompt_lens, n_decode) -> dict
 INT4_RECIPE = ["--method", "gptq", "--group-size", "32", "--sym", "--embed", "q4"]
@@ -512,6 +513,54 @@ def memory_section(threads: int) -> list:
         else:
             rows.append((f"{model} --profile {prof}", "refused", res["err"], "ok"))
     return rows
+
+_MEMBW = {}
+
+
+def dram_probe(threads: int, reps: int = 7) -> float:
+    """DRAM read bandwidth (GB/s) by benchmarks/membw.c over 1 GiB of numpy memory (which numpy
+    advises for transparent huge pages), with `threads` threads: the bound for decode."""
+    import ctypes
+    import shutil
+    import tempfile
+
+    import numpy as np
+    if "lib" not in _MEMBW:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        so = os.path.join(tempfile.mkdtemp(), "membw.so")
+        subprocess.run([cc, "-O2", "-march=native", "-shared", "-fPIC", "-pthread",
+                        os.path.join(ROOT, "benchmarks", "membw.c"), "-o", so], check=True)
+        lib = ctypes.CDLL(so)
+        lib.nano_membw_read.restype = ctypes.c_double
+        lib.nano_membw_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+        _MEMBW["lib"] = lib
+    big = np.ones(1 << 30, dtype=np.uint8)
+    gb = _MEMBW["lib"].nano_membw_read(big.ctypes.data, big.nbytes, threads, reps)
+    del big
+    return gb
+
+
+def decode_bytes(path: str, pos: int) -> dict:
+    """Bytes one decode step reads at position `pos`: every tensor of the .nano except an
+    untied embedding table (a tied one is read whole as the output head; the lookup reads one
+    row), plus the f16 K and V cache rows attended to."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        hdr = json.loads(f.read(n))
+    cfg = json.loads(hdr["__metadata__"]["nano.config"])
+    size = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in hdr.items()
+            if k != "__metadata__"}
+    tied = cfg.get("tie_embeddings", False)
+    w = sum(b for k, b in size.items() if tied or not k.startswith("embed."))
+    window = cfg.get("sliding_window") or 0
+    kv = 0
+    for layer in range(cfg["n_layers"]):
+        n_keys = pos + 1
+        pattern = cfg.get("sliding_window_pattern", 6)
+        if window and pattern and (layer + 1) % pattern:
+            n_keys = min(n_keys, window)
+        kv += 2 * cfg["n_kv_heads"] * cfg["head_dim"] * n_keys * 2
+    return {"weights": w, "kv": kv, "total": w + kv, "pos": pos}
 
 
 def _fmt(v, key):
@@ -610,6 +659,33 @@ def report(state: dict) -> str:
     notes = meta.get("notes", [])
     if notes:
         md += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    if state.get("bandwidth"):
+        md += ["", "## Decode vs the memory-bandwidth bound", "",
+               "bytes/token: every tensor a decode step reads (weights and the tied head, the "
+               "f16 KV rows at the mid decode position); DRAM: benchmarks/membw.c read "
+               "bandwidth over 1 GiB, run after each group of runs in the same repeat; "
+               "bound = DRAM / bytes per token; goal: decode >= 90% of it.", "",
+               "| model | threads | runtime | MB/token | decode tok/s median / best | "
+               "decode GB/s median / best | DRAM probe GB/s median (min-max, n) | "
+               "% of bound median / best |", "|---|---|---|---|---|---|---|---|"]
+        dbytes = meta.get("decode_bytes", {})
+        for m in models:
+            for t in threads:
+                bw = [b["dram_gb_s"] for b in state["bandwidth"] if b["model"] == m
+                      and b["threads"] == t]
+                if not bw or m not in dbytes:
+                    continue
+                dram = statistics.median(bw)
+                B = dbytes[m]["total"]
+                for rt in OURS:
+                    rows = [r for r in by.get((m, t, rt), []) if r]
+                    if not rows:
+                        continue
+                    med, best = med_best(rows, "decode_tok_s")
+                    md.append(f"| {m} | {t} | {rt} | {B / 1e6:.0f} | {med:.3g} / {best:.3g} | "
+                              f"{med * B / 1e9:.1f} / {best * B / 1e9:.1f} | {dram:.1f} "
+                              f"({min(bw):.1f}-{max(bw):.1f}, {len(bw)}) | "
+                              f"{med * B / 1e9 / dram:.0%} / {best * B / 1e9 / dram:.0%} |")
     if state.get("memory"):
         md += ["", "## Memory", "", "| check | measured | bound / detail | goal |", "|---|---|---|---|"]
         md += [f"| {a_} | {b_} | {c_} | {d_} |" for a_, b_, c_, d_ in state["memory"]]
@@ -668,6 +744,8 @@ def main():
     ap.add_argument("--ppl-ctx", type=int, default=512)
     ap.add_argument("--ppl-only", action="store_true", help="only the perplexity section")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-bandwidth", action="store_true",
+                    help="skip the DRAM read probe run after each nano-1 / nano-2 group")
     ap.add_argument("--memory-only", action="store_true")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite engine.md / engine.png from engine.json")
@@ -708,6 +786,8 @@ def main():
     for m in models:
         if "native" in peers:
             paths[(m, "native")] = resolve_nano(m)
+        if "native-nm" in peers:
+            paths[(m, "native-nm")] = resolve_nano(m)
         if "native4" in peers and m == "gemma3-270m":
             paths[(m, "native4")] = int4_nano(m)
         if "llama" in peers:
@@ -766,8 +846,10 @@ def main():
             lens = [int(x) for x in (a.big_prompt_lens if m in big else a.prompt_lens).split(",")]
             for p in order:
                 rt, fn = RUNTIMES[p]
-                spec = {"path" if p in ("native", "native4", "llama") else "folder": paths[(m, p)],
-                        "threads": t, "prompt_lens": lens, "n_decode": nd}
+                spec = {"path" if p in ("native", "native4", "native-nm", "llama") else "folder":
+                        paths[(m, p)], "threads": t, "prompt_lens": lens, "n_decode": nd}
+                if p == "native-nm":
+                    spec["no_mmap"] = True
                 try:
                     r = run_py_worker(fn, spec)
                 except Exception as e:  # report, keep going
@@ -781,6 +863,14 @@ def main():
             for name, fn in PEERS.items():
                 add(m, t, name, fn(m, t, lens, nd))
                 bar.update(1)
+            if m in big and not a.no_bandwidth:     # the bound, measured next to the runs
+                gb = dram_probe(t)
+                state.setdefault("bandwidth", []).append({"model": m, "threads": t, "rep": rep,
+                                                          "dram_gb_s": gb})
+                state["meta"].setdefault("decode_bytes", {})[m] = decode_bytes(
+                    resolve_nano(m, show_progress=False), lens[0] + nd // 2)
+                bar.write(f"rep {rep} {m} t={t} DRAM read probe: {gb:.1f} GB/s")
+                save(state, a.out)
     state["meta"]["speed_wall_s"] = round(time.time() - t_start)
     if a.ppl_windows > 0:
         real = [m for m in models if m not in big]
