@@ -4,12 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: ARM64 cross compiler + qemu (NEON kernels, ARM64 engine), a JDK (Java binding)
+# Debian packages: ARM64 cross compiler + qemu (NEON kernels, ARM64 engine), a JDK (Java binding),
+# SIMDe headers (the AVX-512 kernel source run on emulated intrinsics where the CPU lacks AVX-512)
 need=()
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
 command -v javac >/dev/null || need+=(default-jdk-headless)
+[ -f /usr/include/simde/x86/avx512.h ] || need+=(libsimde-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -q

@@ -1,10 +1,12 @@
 """The C test program kernels/tests/test_kernels.c (every variant vs the scalar reference),
-built and run (a) on the host under AddressSanitizer + UBSan and (b) cross-compiled for
-AArch64 and run under qemu-user, once with -cpu max (dotprod: the neondot variant) and once
-with -cpu cortex-a53 (no dotprod: the plain neon variant).
+built and run (a) on the host under AddressSanitizer + UBSan, (b) on x86-64 with the AVX-512
+source compiled onto SIMDe's portable intrinsics (kernels/tests/avx512_emu.h), so the AVX-512
+kernels are checked on CPUs without AVX-512 (like this project's CI machine), and (c)
+cross-compiled for AArch64 and run under qemu-user, once with -cpu max (dotprod: the neondot
+variant) and once with -cpu cortex-a53 (no dotprod: the plain neon variant).
 
 These tests fail, never skip, when the toolchain is missing: CI installs gcc,
-gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user.
+gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user and libsimde-dev.
 """
 import os
 import shutil
@@ -36,6 +38,19 @@ def test_c_variants_under_asan_ubsan(tmp_path):
     out = make("test-asan", str(tmp_path))
     assert "PASSED" in out
     assert "runtime error" not in out
+
+
+def test_avx512_source_on_emulated_intrinsics(tmp_path):
+    """The AVX-512/VNNI kernels (q4_avx512.c) against the scalar reference on any x86-64 CPU:
+    the same source, its _mm512_* intrinsics resolved to SIMDe's C implementations."""
+    need("cc")
+    assert os.path.exists("/usr/include/simde/x86/avx512.h"), \
+        "SIMDe headers missing: install libsimde-dev"
+    out = make("test-avx512-emu", str(tmp_path), OPT="-O1")
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    assert "avx512" in lines["available"].split()
+    assert lines["selected"].strip() == "avx512"
+    assert "PASSED" in out and "FAIL" not in out
 
 
 @pytest.fixture(scope="module")

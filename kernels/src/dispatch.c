@@ -58,6 +58,9 @@ static int cpu_supports(int v) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case NANO_VARIANT_AVX512:
         __builtin_cpu_init();
+#ifdef NANO_AVX512_EMULATED /* test build: q4_avx512.c runs on SIMDe (tests/avx512_emu.h) */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma");
