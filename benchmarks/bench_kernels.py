@@ -22,7 +22,9 @@ accuracy_level 4 = int8 compute, its fastest CPU path). Cold GEMV is measured fo
 torch contenders only (a thousand ExecuTorch/ORT programs would take too long to build).
 
 Timing: contenders are interleaved round-robin, each sample times a batch of calls, the
-figure is the median over rounds (the machine is shared and noisy: +-30%). Each thread count
+figure is the median over rounds (the machine is shared and noisy: +-30%). The DRAM bound
+drifts too (+-15% within minutes), so each cold sweep is preceded by a DRAM probe run and the
+cold table compares with the median of those probes as well as with the start-up figure. Each thread count
 runs in its own subprocess (ExecuTorch's thread pool can be set once per process).
 Output: a markdown table on stdout and in OUT/kernels.md, raw numbers in OUT/kernels.json,
 a plot OUT/kernels.png.
@@ -264,15 +266,26 @@ def peers(n, k, m, threads, enabled):
 
 
 # ----------------------------------------------------------------------------- membw
+_MEMBW_LIB = []
+
+
+def membw_lib():
+    """benchmarks/membw.c compiled once per process (nano_membw_read)."""
+    if not _MEMBW_LIB:
+        import shutil
+        cc = shutil.which("cc") or shutil.which("gcc")
+        so = os.path.join(tempfile.mkdtemp(), "membw.so")
+        subprocess.run([cc, "-O2", "-march=native", "-shared", "-fPIC", "-pthread",
+                        os.path.join(HERE, "membw.c"), "-o", so], check=True)
+        lib = ctypes.CDLL(so)
+        lib.nano_membw_read.restype = ctypes.c_double
+        lib.nano_membw_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+        _MEMBW_LIB.append(lib)
+    return _MEMBW_LIB[0]
+
+
 def membw(threads_list):
-    import shutil
-    cc = shutil.which("cc") or shutil.which("gcc")
-    so = os.path.join(tempfile.mkdtemp(), "membw.so")
-    subprocess.run([cc, "-O2", "-march=native", "-shared", "-fPIC", "-pthread",
-                    os.path.join(HERE, "membw.c"), "-o", so], check=True)
-    lib = ctypes.CDLL(so)
-    lib.nano_membw_read.restype = ctypes.c_double
-    lib.nano_membw_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    lib = membw_lib()
     big = np.ones(GIB, dtype=np.uint8)
     small = np.ones(8 << 20, dtype=np.uint8)
     res = {}
@@ -319,7 +332,11 @@ def run_threads(threads, quick, enabled):
             cf["torch-fp32"] = torch_fp32(n, k, 1, copies=max(2, -(-GIB // (4 * n * k))))
             cf["torch-int4"] = torch_int4(n, k, 1, copies=max(2, -(-GIB // (n * k // 2))))
         row["gemv_cold_s"] = {}
+        row["dram_gb_s"] = []     # the DRAM probe, once per sweep: the bound next to the GEMVs
+        probe_buf = np.ones(GIB, dtype=np.uint8)
         for _ in range(3 if quick else 5):  # interleave whole sweeps
+            settle()
+            row["dram_gb_s"].append(membw_lib().nano_membw_read(probe_buf.ctypes.data, GIB, threads, 2))
             for cname, fn in cf.items():
                 reps = copies if cname.startswith("ours") else (
                     max(2, -(-GIB // (4 * n * k))) if cname == "torch-fp32" else max(2, -(-GIB // (n * k // 2))))
@@ -329,7 +346,7 @@ def run_threads(threads, quick, enabled):
                     fn()
                 row["gemv_cold_s"].setdefault(cname, []).append((time.perf_counter() - t) / reps)
         row["gemv_cold_s"] = {c: statistics.median(v) for c, v in row["gemv_cold_s"].items()}
-        del cold, cf
+        del cold, cf, probe_buf
         # GEMM
         for m in (128, 512):
             fns = {}
@@ -339,7 +356,7 @@ def run_threads(threads, quick, enabled):
                 for act in ("q8", "f32"):
                     fns[f"ours-{v}-{act}"] = ours.fn(m, act, vid[v])
             fns.update(peers(n, k, m, threads, enabled))
-            row[f"gemm{m}_s"] = timeit_interleaved(fns, 3, target_s=0.0)
+            row[f"gemm{m}_s"] = timeit_interleaved(fns, rounds, target_s=0.0)
         results.append(row)
         print(f"  {name:22s} threads={threads} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
         partial = os.environ.get("NANO_BENCH_PARTIAL", os.path.join(HERE, "results", "kernels.partial.jsonl"))
@@ -379,12 +396,16 @@ def report(data):
             lines.append(f"| {r['layer']} | {r['n']}×{r['k']} | " + " | ".join(fmt(gbs.get(c)) for c in names)
                          + f" | {fmt(ob / pb if pb else None, 2)} |")
         names = list(rs[0]["gemv_cold_s"])
-        lines += ["", f"## GEMV cold (rotating ≥ 1 GiB), {t} thread(s): effective GB/s; DRAM read = {dram:.1f} GB/s", "",
-                  "| layer | " + " | ".join(names) + " | ours q8 / DRAM |", "|---|" + "---|" * (len(names) + 1)]
+        lines += ["", f"## GEMV cold (rotating ≥ 1 GiB), {t} thread(s): effective GB/s; DRAM read = {dram:.1f} GB/s "
+                  "at the start; 'DRAM next to it' = the probe run before each sweep of this shape (median)", "",
+                  "| layer | " + " | ".join(names) + " | DRAM next to it GB/s | ours q8 / DRAM next to it | "
+                  "ours q8 / DRAM at start |", "|---|" + "---|" * (len(names) + 3)]
         for r in rs:
             gbs = {c: r["bytes"] / s / 1e9 for c, s in r["gemv_cold_s"].items()}
             oq = max(v for c, v in gbs.items() if c.endswith("-q8"))
+            near = statistics.median(r["dram_gb_s"]) if r.get("dram_gb_s") else None
             lines.append(f"| {r['layer']} | " + " | ".join(fmt(gbs.get(c)) for c in names)
+                         + f" | {fmt(near)} | " + (f"{100 * oq / near:.0f}%" if near else "–")
                          + f" | {100 * oq / dram:.0f}% |")
         for m in (128, 512):
             names = list(rs[0][f"gemm{m}_s"])
@@ -477,6 +498,7 @@ def main():
     shutil.copy(K._native.lib_path(), libcopy)
     os.environ["NANO_LIB"] = libcopy
     os.environ["NANO_BENCH_VARIANTS"] = args.variants
+    os.environ.setdefault("NANO_BENCH_PARTIAL", os.path.join(os.path.abspath(args.out), "kernels.partial.jsonl"))
     for t in threads:
         print(f"threads={t} ...", file=sys.stderr)
         cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(t), "--peers", args.peers or "none"]
