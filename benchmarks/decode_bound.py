@@ -8,9 +8,10 @@ DRAM read bandwidth divided by the bytes a step reads (bench_engine.decode_bytes
 a tied embedding read whole as the output head, plus the f16 KV rows attended to). This
 machine's bandwidth drifts by +-15% within minutes (other tenants of the host), so a bound
 measured a minute apart from the decode run is a poor yardstick. Here every round runs the
-DRAM read probe (benchmarks/membw.c: wide loads over 1 GiB with the same thread count, best of
-3 passes) and then `--tokens` greedy decode steps per load mode (the order alternates), and
-the figure is the per-round ratio (decode GB/s / probe GB/s), median over rounds.
+DRAM read probe (benchmarks/membw.c: wide loads over 1 GiB with the same thread count, one
+timed pass by default, --probe-passes N takes the best of N) and then `--tokens` greedy
+decode steps per load mode (the order alternates), and the figure is the per-round ratio
+(decode GB/s / probe GB/s), median over rounds.
 
 Load modes: `mmap` (default engine: the .nano mapped from the page cache, 4 KiB pages) and
 `no-mmap` (Engine(no_mmap=True): the file read into anonymous memory advised for transparent
@@ -39,6 +40,9 @@ def main():
     ap.add_argument("--tokens", type=int, default=4, help="decode steps per mode per round")
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens before decoding")
     ap.add_argument("--modes", default="mmap,no-mmap")
+    ap.add_argument("--probe-passes", type=int, default=1,
+                    help="DRAM probe passes over 1 GiB per round, best taken (default 1: one timed "
+                         "sample each side, like the decode batch it is compared with)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
@@ -67,7 +71,7 @@ def main():
     rounds = []
     with progress_bar(total=a.rounds, desc="rounds", unit="round") as bar:
         for r in range(a.rounds):
-            rec = {"dram_gb_s": dram_probe(a.threads, 3)}
+            rec = {"dram_gb_s": dram_probe(a.threads, a.probe_passes)}
             for m in (modes if r % 2 == 0 else modes[::-1]):
                 e = engines[m][0]
                 t = time.perf_counter()
@@ -83,7 +87,8 @@ def main():
     dram = [r["dram_gb_s"] for r in rounds]
     md = [f"# Decode vs the memory-bandwidth bound: {a.model}, {a.threads} thread(s)", "",
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average at start "
-          f"{os.getloadavg()[0]:.1f}. {a.rounds} rounds; each: the DRAM read probe, then "
+          f"{os.getloadavg()[0]:.1f}. {a.rounds} rounds; each: the DRAM read probe "
+          f"(best of {a.probe_passes} pass(es) over 1 GiB), then "
           f"{a.tokens} greedy decode steps per load mode (order alternating), after a "
           f"{a.prompt}-token prompt. Bytes per step: {nbytes['total'] / 1e6:.0f} MB "
           f"(weights {nbytes['weights'] / 1e6:.0f} MB + KV {nbytes['kv'] / 1e6:.1f} MB at "
