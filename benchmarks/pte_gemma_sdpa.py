@@ -324,7 +324,30 @@ def _summary(argmax, ref_argmax):
             "per_prompt_top1": [float(h.mean()) for h in hits]}
 
 
-def full(ptes, n_tokens, seeds, n_text, model=MODEL):
+def cache_dequantized(model):
+    """In place: every torchao-quantized Linear/Embedding computes with its weight
+    dequantized once instead of on every call, otherwise the same calls as torchao's eager
+    kernels (IntxUnpackedToInt8Tensor: per-token int8 activation quant-dequant, then
+    F.linear with weight.dequantize(); embedding of weight.dequantize()), so the logits
+    are bit-identical (checked in full()). One decode step of Gemma 3 270M otherwise
+    dequantizes the 262k-row embedding and head: ~7 s per token here under load."""
+    from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+        IntxUnpackedToInt8Tensor, _apply_int8_act_asym_per_token_quant_dequant)
+    for mod in model.modules():
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, IntxUnpackedToInt8Tensor):
+            continue
+        dq = w.dequantize()
+        if isinstance(mod, nn.Embedding):
+            mod.forward = lambda t, dq=dq: F.embedding(t, dq)
+        else:
+            act = w.activation_quantization is not None
+            mod.forward = lambda x, dq=dq, act=act: F.linear(
+                _apply_int8_act_asym_per_token_quant_dequant(x) if act else x, dq)
+    return model
+
+
+def full(ptes, n_tokens, seeds, n_text, model=MODEL, save=lambda out: None):
     from nano_runtime.export.metadata import ExportOptions
     from nano_runtime.export.pte import build_quantized_decoder
     from pte_noise_floor import Perturbed
@@ -333,6 +356,11 @@ def full(ptes, n_tokens, seeds, n_text, model=MODEL):
     opts = ExportOptions(max_seq_len=1024)
     q = build_quantized_decoder(lm.model, opts)
     texts = prompts(n_text)
+    check = torch.tensor([tok.encode(texts[0])])
+    with torch.no_grad():
+        slow = q.all_logits(check)
+        cache_dequantized(q)
+        assert torch.equal(slow, q.all_logits(check)), "cache_dequantized changed the logits"
     seqs, ref_am = [], []
     t0 = time.time()
     stepper = R.RefStepper(q, start_pos_only=True)
@@ -345,32 +373,16 @@ def full(ptes, n_tokens, seeds, n_text, model=MODEL):
         seqs.append((seq, len(ids)))
         ref_am.append(lr.argmax(-1))
     print(f"reference: {len(texts)} prompts in {time.time() - t0:.0f} s", flush=True)
-    out = {"model": model, "prompts": texts, "tokens": n_tokens, "positions": len(texts) * n_tokens,
-           "prompt_tokens": [n for _, n in seqs], "variants": {}}
-    # the noise floor: every block input perturbed by 1e-6
-    p = Perturbed(q, every_layer=True)
-    for s in range(seeds):
-        am = [p.logits(seq, 1e-6, s)[n - 1:-1].argmax(-1) for seq, n in seqs]
-        out["variants"][f"floor: eager vs itself, block inputs x(1+1e-6 N), seed {s}"] = \
-            _summary(am, ref_am)
-        print("floor seed", s, out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
-    # the same eager reference called as the runner calls the .pte: prefill, then 1 token
-    am = [R.teacher_forced_logits(stepper, seq, n)[:-1].argmax(-1) for seq, n in seqs]
-    out["variants"]["eager reference, prefill + one token per call"] = _summary(am, ref_am)
-    print("eager stepwise", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
-    # the eager custom_sdpa rewrite (same modules as the .pte, PyTorch kernels)
-    qs = use_custom_sdpa(build_quantized_decoder(lm.model, opts))
-    with torch.no_grad():
-        am = [qs.all_logits(torch.tensor([seq]))[0].float().numpy()[n - 1:-1].argmax(-1)
-              for seq, n in seqs]
-    out["variants"]["eager custom_sdpa rewrite, one forward"] = _summary(am, ref_am)
-    print("eager sdpa", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
-    st = R.RefStepper(qs, start_pos_only=True)
-    am = [R.teacher_forced_logits(st, seq, n)[:-1].argmax(-1) for seq, n in seqs]
-    out["variants"]["eager custom_sdpa rewrite, prefill + one token per call"] = \
-        _summary(am, ref_am)
-    print("eager sdpa stepwise", out["variants"][list(out["variants"])[-1]]["top1"], flush=True)
-    del qs, st
+    out = {"model": model, "prompts": texts, "tokens": n_tokens,
+           "positions": len(texts) * n_tokens, "prompt_tokens": [n for _, n in seqs],
+           "texts_ids": [seq for seq, _ in seqs], "variants": {}}
+
+    def add(key, am, **extra):          # each variant is saved as soon as it is measured
+        t = time.time()
+        out["variants"][key] = dict(_summary(am, ref_am), **extra)
+        print(f"{key}: {out['variants'][key]['top1']:.4f}", flush=True)
+        save(out)
+        return t
     for label, folder in ptes:
         if not os.path.exists(os.path.join(folder, PTE_NAME)):
             print("missing", folder, flush=True)
@@ -378,12 +390,26 @@ def full(ptes, n_tokens, seeds, n_text, model=MODEL):
         with open(os.path.join(folder, "export_config.json")) as f:
             att = json.load(f).get("attention", "reference (index_put cache)")
         pm = R.PteModule(folder, threads=2)
-        t0 = time.time()
         am = [R.teacher_forced_logits(pm, seq, n)[:-1].argmax(-1) for seq, n in seqs]
         del pm
-        out["variants"][f".pte {label} ({att})"] = dict(_summary(am, ref_am), folder=folder)
-        print(label, out["variants"][list(out["variants"])[-1]]["top1"],
-              f"{time.time() - t0:.0f} s", flush=True)
+        add(f".pte {label} ({att})", am, folder=folder)
+    # the noise floor: every block input perturbed by 1e-6
+    p = Perturbed(q, every_layer=True)
+    for s in range(seeds):
+        add(f"floor: eager vs itself, block inputs x(1+1e-6 N), seed {s}",
+            [p.logits(seq, 1e-6, s)[n - 1:-1].argmax(-1) for seq, n in seqs])
+    # the eager custom_sdpa rewrite (same modules as the .pte, PyTorch kernels)
+    qs = use_custom_sdpa(cache_dequantized(build_quantized_decoder(lm.model, opts)))
+    with torch.no_grad():
+        add("eager custom_sdpa rewrite, one forward",
+            [qs.all_logits(torch.tensor([seq]))[0].float().numpy()[n - 1:-1].argmax(-1)
+             for seq, n in seqs])
+    # the eager models called as the runner calls the .pte: prefill, then one token per call
+    add("eager reference, prefill + one token per call",
+        [R.teacher_forced_logits(stepper, seq, n)[:-1].argmax(-1) for seq, n in seqs])
+    st = R.RefStepper(qs, start_pos_only=True)
+    add("eager custom_sdpa rewrite, prefill + one token per call",
+        [R.teacher_forced_logits(st, seq, n)[:-1].argmax(-1) for seq, n in seqs])
     return out
 
 
@@ -482,7 +508,10 @@ def main():
                               args.probe_model)
         save()
     if not args.skip_full:
-        res["full"] = full(ptes, args.tokens, args.seeds, args.text_prompts)
+        def keep(out):
+            res["full"] = out
+            save()
+        res["full"] = full(ptes, args.tokens, args.seeds, args.text_prompts, save=keep)
     if args.conclusion:
         res["conclusion"] = args.conclusion
     print(save())
