@@ -460,6 +460,19 @@ def report(res):
                      f"{r['top1_ci95'][1]:.1%} | {np.mean(r['per_prompt_top1'][:5]):.1%} | "
                      f"{sum(x == f['tokens'] for x in pre)}/{len(pre)} "
                      f"| {np.median(pre):g} | {pre} |")
+        names = list(f["variants"])
+        if len(names) > 1:
+            base = names[0]
+            b = np.array(f["variants"][base]["per_prompt_top1"])
+            L += ["", f"Paired difference from `{base}` (same positions; 95% bootstrap "
+                  "interval over prompts):", "", "| variant | top-1 minus the first row's | "
+                  "95% interval |", "|---|---|---|"]
+            rng = np.random.default_rng(0)
+            for k in names[1:]:
+                d = np.array(f["variants"][k]["per_prompt_top1"]) - b
+                m = d[rng.integers(0, len(d), size=(2000, len(d)))].mean(1)
+                L.append(f"| {k} | {d.mean() * 100:+.1f} points | {np.percentile(m, 2.5) * 100:+.1f}"
+                         f" to {np.percentile(m, 97.5) * 100:+.1f} |")
         L += ["", "Prompts: bench_export's 5, then openings (24 words) of prose paragraphs of "
               "nano_runtime.data.english_text('eval'); the list is in the json.", ""]
     if res.get("conclusion"):
