@@ -232,6 +232,28 @@ def perplexities(lm, arts, refs, windows, ctx=512):
     return out
 
 
+def larger_sample_note():
+    """The Gemma .pte's agreement on pte_gemma_sdpa.py's larger sample, next to the floor."""
+    path = os.path.join(RESULTS, "pte_gemma_sdpa.json")
+    f = json.load(open(path)).get("full") if os.path.exists(path) else None
+    if not f:
+        return []
+    v = f["variants"]
+    ptes = [k for k in v if k.startswith(".pte")]
+    floors = [v[k]["top1"] for k in v if k.startswith("floor")]
+    step = v.get("eager reference, prefill + one token per call")
+    if not ptes or not floors:
+        return []
+    fl = f"{min(floors):.1%}" + (f"-{max(floors):.1%}" if max(floors) > min(floors) else "")
+    return ["", f"A larger sample for {f['model']} (`pte_gemma_sdpa.md`): {len(f['prompts'])} "
+            f"prompts x {f['tokens']} = {f['positions']} positions, teacher-forced on the eager "
+            "reference's own continuations (the table above uses each artifact's): " +
+            "; ".join(f"{k} {v[k]['top1']:.1%} (on the first 5 prompts, the ones above: "
+                      f"{np.mean(v[k]['per_prompt_top1'][:5]):.1%})" for k in ptes) +
+            f"; the eager reference against itself perturbed by 1e-6: {fl}" +
+            (f", called token by token: {step['top1']:.1%}" if step else "") + "."]
+
+
 def markdown(all_res):
     lines = ["# Exported artifacts (ExecuTorch .pte, ONNX Runtime GenAI)", "",
              f"- .pte: {PTE_SCHEME}", f"- onnx: {ONNX_SCHEME}", "",
@@ -261,6 +283,7 @@ def markdown(all_res):
         pref = [x["identical_prefix"] for x in c["pte_llm_runner"]]
         lines.append(f"| {name} | pte via ExecuTorch LLM runner (text) | {pref} | "
                      f"{sum(p == 32 for p in pref)}/5 | | |")
+    lines += larger_sample_note()
     if not any(k for r in all_res.values() for k in r.get("speed", {}) if not k.startswith("_")):
         lines += ["", "## Size, load, speed", "",
                   "Not in this file's last run (`--stages` without speed). The artifacts' speeds, "
