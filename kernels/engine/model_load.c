@@ -553,9 +553,11 @@ NANO_API int nano_model_load(const char *path, const nano_model_params *params, 
     void *map = NULL;
     if (params->no_mmap) {
         if ((rc0 = read_anonymous(fd, (size_t)st.st_size, &map, &m->alloc_bytes))) {
+            char msg[300]; /* the detail lives in the buffer nano_set_error writes */
+            snprintf(msg, sizeof msg, "%s", nano_last_error());
             close(fd);
             free(m);
-            return nano_set_error(rc0, "%s: %s", path, nano_last_error());
+            return nano_set_error(rc0, "%s: %s", path, msg);
         }
         close(fd);
     } else {
