@@ -93,13 +93,28 @@ def gelu_unit():
 
 
 # ------------------------------------------------------------------ 2. per-op probe
-class Probe(nn.Module):
-    """The PteDecoder's computation, returning every intermediate of the last position."""
+def _mlp_parts(blk, x, h1):
+    """The rest of model.Block after the attention output's post-norm h1."""
+    x1 = x + h1
+    m = blk.mlp_norm(x1)
+    g, u = blk.mlp.w_gate(m), blk.mlp.w_up(m)
+    ge = F.gelu(g, approximate="tanh")
+    p = ge * u
+    d = blk.mlp.w_down(p)
+    h2 = blk.post_mlp_norm(d)
+    return [x1, m, g, u, ge, p, d, h2, x1 + h2]
 
-    def __init__(self, dec):
+
+class Probe(nn.Module):
+    """The PteDecoder's computation (the reference attention and its KVCache), returning
+    every intermediate in OPS order per layer: of the last position (last_only), or of
+    every position ([1, T, *] each)."""
+
+    def __init__(self, dec, last_only: bool = True):
         super().__init__()
         self.dec = dec
         self.max_seq_len = dec.max_seq_len
+        self.last_only = last_only
 
     def forward(self, tokens, input_pos):
         d = self.dec
@@ -130,17 +145,13 @@ class Probe(nn.Module):
             y = y.transpose(1, 2).reshape(B, T, at.n_heads * at.hd)
             o = at.wo(y)
             h1 = blk.post_attn_norm(o)
-            x1 = x + h1
-            m = blk.mlp_norm(x1)
-            g, u = blk.mlp.w_gate(m), blk.mlp.w_up(m)
-            ge = F.gelu(g, approximate="tanh")
-            p = ge * u
-            dd = blk.mlp.w_down(p)
-            h2 = blk.post_mlp_norm(dd)
-            x2 = x1 + h2
             flat = [t.transpose(1, 2).reshape(B, T, -1) for t in (qn, kn, qr, kr)]
-            outs += [a, q, k, v, *flat, y, o, h1, x1, m, g, u, ge, p, dd, h2, x2]
-            x = x2
+            rest = _mlp_parts(blk, x, h1)
+            outs += [a, q, k, v, *flat, y, o, h1, *rest]
+            x = rest[-1]
+        if not self.last_only:
+            n = d.norm(x)
+            return tuple(outs + [n, d.head(n)])
         n = d.norm(x[:, -1:, :])
         outs += [n, d.head(n)]
         return tuple(t[:, -1:, :] for t in outs)

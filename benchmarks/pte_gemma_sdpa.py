@@ -53,14 +53,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 warnings.filterwarnings("ignore")
 
-from pte_gemma_gap import OP_LABEL, OPS, Ref64, _rel  # noqa: E402
+from pte_gemma_gap import OP_LABEL, OPS, Probe, Ref64, _mlp_parts, _rel  # noqa: E402
 
 from nano_runtime.export import runtimes as R  # noqa: E402
 from nano_runtime.export.pte import (PTE_NAME, PteDecoder, StepContext,  # noqa: E402
                                      lower_to_executorch, quantize_pte_model,
                                      round_group_scales_bf16, use_custom_sdpa)
 from nano_runtime.loader import build_model, load_model  # noqa: E402
-from nano_runtime.model import apply_rope, rope_tables  # noqa: E402
 
 MODEL = "gemma3-270m"
 RESULTS = os.path.join(HERE, "results")
@@ -89,62 +88,6 @@ def two_layer_gemma(lm, window=8, layers=(0, 5), seq_len=64):
         quantize_pte_model(dec, 32)
         round_group_scales_bf16(dec)
     return dec
-
-
-def _mlp_parts(blk, x, h1):
-    """The rest of model.Block after the attention output's post-norm h1."""
-    x1 = x + h1
-    m = blk.mlp_norm(x1)
-    g, u = blk.mlp.w_gate(m), blk.mlp.w_up(m)
-    ge = F.gelu(g, approximate="tanh")
-    p = ge * u
-    d = blk.mlp.w_down(p)
-    h2 = blk.post_mlp_norm(d)
-    return [x1, m, g, u, ge, p, d, h2, x1 + h2]
-
-
-class RefProbe(nn.Module):
-    """The reference attention (model.Attention's math, its KVCache) with every
-    intermediate of every position: tuple of [1, T, *] in OPS order per layer."""
-
-    def __init__(self, dec):
-        super().__init__()
-        self.dec, self.max_seq_len = dec, dec.max_seq_len
-
-    def forward(self, tokens, input_pos):
-        d = self.dec
-        B, T = tokens.shape
-        pos = input_pos + torch.arange(T, dtype=torch.long)
-        x = d.embed(tokens)
-        x = x * torch.tensor(d.embed_scale, dtype=x.dtype)
-        outs = [x]
-        for blk in d.layers:
-            at = blk.attn
-            a = blk.attn_norm(x)
-            q, k, v = at.wq(a), at.wk(a), at.wv(a)
-            qh = q.view(B, T, at.n_heads, at.hd).transpose(1, 2)
-            kh = k.view(B, T, at.n_kv, at.hd).transpose(1, 2)
-            vh = v.view(B, T, at.n_kv, at.hd).transpose(1, 2)
-            qn, kn = at.q_norm(qh), at.k_norm(kh)
-            cos, sin = rope_tables(at.hd, at.theta, pos)
-            qr, kr = apply_rope(qn, cos, sin), apply_rope(kn, cos, sin)
-            kk, vv = at.kv_cache.update(pos, kr, vh)
-            kpos = torch.arange(kk.shape[2])
-            allowed = kpos[None, :] <= pos[:, None]
-            if at.window:
-                allowed = allowed & (pos[:, None] - kpos[None, :] < at.window)
-            rep = at.n_heads // at.n_kv
-            kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(qr, kk, vv, attn_mask=allowed, scale=at.scale)
-            y = y.transpose(1, 2).reshape(B, T, at.n_heads * at.hd)
-            o = at.wo(y)
-            h1 = blk.post_attn_norm(o)
-            flat = [t.transpose(1, 2).reshape(B, T, -1) for t in (qn, kn, qr, kr)]
-            rest = _mlp_parts(blk, x, h1)
-            outs += [a, q, k, v, *flat, y, o, h1, *rest]
-            x = rest[-1]
-        n = d.norm(x)
-        return tuple(outs + [n, d.head(n)])
 
 
 class SdpaProbe(nn.Module):
@@ -270,7 +213,7 @@ def probe(work, window=8, with_ref_pte=False, model=MODEL):
     assert len(ids) == sum(CALLS), len(ids)
     scale, nl = dec.embed_scale, 2
     g64 = _fp64_run(r64, ids, nl, scale)
-    rp, sp = RefProbe(ref_dec).eval(), SdpaProbe(dec).eval()
+    rp, sp = Probe(ref_dec, last_only=False).eval(), SdpaProbe(dec).eval()
     runs = {}
     with torch.no_grad():
         _reset(ref_dec)
@@ -451,6 +394,13 @@ def own(ptes, n_tokens, n_text, model=MODEL):
 
 
 # ------------------------------------------------------------------ report
+def _agreement_cells(r, tokens):
+    """top-1 | its 95% interval | top-1 on the first 5 prompts | prompts with all identical"""
+    pre = r["identical_prefix"]
+    return (f"{r['top1']:.1%} | {r['top1_ci95'][0]:.1%} - {r['top1_ci95'][1]:.1%} | "
+            f"{np.mean(r['per_prompt_top1'][:5]):.1%} | {sum(x == tokens for x in pre)}/{len(pre)}")
+
+
 def report(res):
     L = ["# Gemma 3 .pte on custom_sdpa vs its eager 8da4w reference", ""]
     p = res.get("probe")
@@ -493,10 +443,7 @@ def report(res):
               "identical prefixes |", "|---|---|---|---|---|---|---|"]
         for k, r in f["variants"].items():
             pre = r["identical_prefix"]
-            L.append(f"| {k} | {r['top1']:.1%} | {r['top1_ci95'][0]:.1%} - "
-                     f"{r['top1_ci95'][1]:.1%} | {np.mean(r['per_prompt_top1'][:5]):.1%} | "
-                     f"{sum(x == f['tokens'] for x in pre)}/{len(pre)} "
-                     f"| {np.median(pre):g} | {pre} |")
+            L.append(f"| {k} | {_agreement_cells(r, f['tokens'])} | {np.median(pre):g} | {pre} |")
         names = list(f["variants"])
         if len(names) > 1:
             base = names[0]
@@ -522,10 +469,7 @@ def report(res):
               "", "| .pte | top-1 vs eager 8da4w | 95% interval | on bench_export's 5 prompts | "
               "prompts with all identical | identical prefixes |", "|---|---|---|---|---|---|"]
         for k, r in o["variants"].items():
-            pre = r["identical_prefix"]
-            L.append(f"| {k} | {r['top1']:.1%} | {r['top1_ci95'][0]:.1%} - "
-                     f"{r['top1_ci95'][1]:.1%} | {np.mean(r['per_prompt_top1'][:5]):.1%} | "
-                     f"{sum(x == o['tokens'] for x in pre)}/{len(pre)} | {pre} |")
+            L.append(f"| {k} | {_agreement_cells(r, o['tokens'])} | {r['identical_prefix']} |")
         L.append("")
     if res.get("conclusion"):
         L += ["## Conclusion", "", res["conclusion"], ""]
