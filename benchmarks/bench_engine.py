@@ -514,28 +514,14 @@ def memory_section(threads: int) -> list:
             rows.append((f"{model} --profile {prof}", "refused", res["err"], "ok"))
     return rows
 
-_MEMBW = {}
-
-
 def dram_probe(threads: int, reps: int = 7) -> float:
     """DRAM read bandwidth (GB/s) by benchmarks/membw.c over 1 GiB of numpy memory (which numpy
     advises for transparent huge pages), with `threads` threads: the bound for decode."""
-    import ctypes
-    import shutil
-    import tempfile
-
     import numpy as np
-    if "lib" not in _MEMBW:
-        cc = shutil.which("cc") or shutil.which("gcc")
-        so = os.path.join(tempfile.mkdtemp(), "membw.so")
-        subprocess.run([cc, "-O2", "-march=native", "-shared", "-fPIC", "-pthread",
-                        os.path.join(ROOT, "benchmarks", "membw.c"), "-o", so], check=True)
-        lib = ctypes.CDLL(so)
-        lib.nano_membw_read.restype = ctypes.c_double
-        lib.nano_membw_read.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
-        _MEMBW["lib"] = lib
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from bench_kernels import membw_lib
     big = np.ones(1 << 30, dtype=np.uint8)
-    gb = _MEMBW["lib"].nano_membw_read(big.ctypes.data, big.nbytes, threads, reps)
+    gb = membw_lib().nano_membw_read(big.ctypes.data, big.nbytes, threads, reps)
     del big
     return gb
 
@@ -552,11 +538,10 @@ def decode_bytes(path: str, pos: int) -> dict:
             if k != "__metadata__"}
     tied = cfg.get("tie_embeddings", False)
     w = sum(b for k, b in size.items() if tied or not k.startswith("embed."))
-    window = cfg.get("sliding_window") or 0
+    window, pattern = cfg.get("sliding_window") or 0, cfg.get("sliding_window_pattern", 6)
     kv = 0
     for layer in range(cfg["n_layers"]):
         n_keys = pos + 1
-        pattern = cfg.get("sliding_window_pattern", 6)
         if window and pattern and (layer + 1) % pattern:
             n_keys = min(n_keys, window)
         kv += 2 * cfg["n_kv_heads"] * cfg["head_dim"] * n_keys * 2
