@@ -208,6 +208,13 @@ def _at(ev, key, value):
     return rows[-1] if rows else None
 
 
+def _at_least(ev, key, value, slack=0.02):
+    """The first eval row with row[key] >= value (less `slack`), else the last one: the CE
+    arm gets at least the KD arm's wall clock."""
+    rows = [r for r in ev if r[key] >= value * (1 - slack)]
+    return rows[0] if rows else (ev[-1] if ev else None)
+
+
 def _from_log(a, arm):
     """An arm's eval rows from its log when it did not finish (no wall-clock figures)."""
     import re
@@ -234,7 +241,10 @@ def report(a):
     tppl = pre["teacher_ppl"]
     rows = [("teacher SmolLM2-135M-Instruct", tppl, None, None, None, None),
             ("pruned student, untrained", pre["pruned_ppl"], pre["pruned_agreement"], 0, 0, 0)]
-    arms = [(kd, f"KD (forward KL, top-{kd['settings']['topk_cache'] or 'all'})")]
+    kd_label = f"KD (forward KL, top-{kd['settings']['topk_cache'] or 'all'})"
+    if kd["settings"].get("ce_weight"):
+        kd_label += f" + CE, weight {kd['settings']['ce_weight']}"
+    arms = [(kd, kd_label)]
     if kdmix:
         arms.append((kdmix, f"KD (forward KL top-{kd['settings']['topk_cache']}) "
                             f"+ CE, weight {kdmix['settings']['ce_weight']}"))
@@ -244,7 +254,7 @@ def report(a):
         if ce_tok[1] < last[1]:        # KD ran further than CE: compare where both evaluated
             last = _at(doc["history"]["eval"], 1, ce_tok[1])
         wall = last[2] + doc["cache_seconds"]
-        ce_wall = _at(cew["history"]["eval"], 2, wall) if wall == wall else None
+        ce_wall = _at_least(cew["history"]["eval"], 2, wall) if wall == wall else None
         rows += [(f"pruned + {label}", last[3], last[4], last[1], wall, last[0]),
                  ("pruned + CE, same tokens", *(ce_tok[3], ce_tok[4], ce_tok[1], ce_tok[2], ce_tok[0])),
                  ("pruned + CE, same wall-clock",

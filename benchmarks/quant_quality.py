@@ -97,6 +97,12 @@ ROWS = {
         ("GPTQ g128 asym act-order [64x512 train]", "nano",
          dict(method="gptq", group_size=128, act_order=True, calib="builtin:train",
               n_calib=64)),
+        ("GPTQ g32 sym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64)),
+        ("GPTQ g64 asym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=64, act_order=True, calib="builtin:train",
+              n_calib=64)),
     ],
 }
 

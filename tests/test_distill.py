@@ -157,6 +157,24 @@ def test_forward_kl_gradient_is_q_minus_p():
     torch.testing.assert_close(s.grad, expect, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("topk", [False, True])
+def test_shared_log_softmax_gives_the_same_losses_and_gradients(topk):
+    """KD + CE at T = 1 share one log-softmax (trainer): values and gradients unchanged."""
+    from nano_runtime.distill.losses import ce_loss
+    t, s0 = _pair(seed=6)
+    y = torch.randint(0, t.shape[-1], (len(t),), generator=torch.Generator().manual_seed(1))
+    teacher = TopK.from_logits(t, 4) if topk else t
+    grads = []
+    for shared in (False, True):
+        s = s0.clone().requires_grad_(True)
+        lp = torch.log_softmax(s.float(), -1) if shared else None
+        loss = 0.5 * ce_loss(s, y, student_logp=lp) + 0.5 * kd_loss(s, teacher, student_logp=lp)
+        loss.backward()
+        grads.append((float(loss), s.grad))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-7, rtol=1e-5)
+
+
 def test_vocab_mismatch_is_an_error():
     with pytest.raises(NanoError, match="vocabulary mismatch"):
         kd_loss(torch.zeros(3, 10), torch.zeros(3, 12))

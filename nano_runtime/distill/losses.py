@@ -91,13 +91,15 @@ def divergence(logp: torch.Tensor, logq: torch.Tensor, kind: str, beta: float = 
 
 def kd_loss(student_logits: torch.Tensor, teacher, kind: str = "forward_kl",
             temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1,
-            mask: torch.Tensor = None) -> torch.Tensor:
+            mask: torch.Tensor = None, student_logp: torch.Tensor = None) -> torch.Tensor:
     """Mean KD loss over tokens. student_logits [..., V]; teacher: logits [..., V] or TopK
-    (flattened to [N, k], computed at the same temperature); mask [...] selects tokens."""
+    (flattened to [N, k], computed at the same temperature); mask [...] selects tokens.
+    student_logp: the student's log-softmax [N, V] at this temperature when the caller has
+    it already (shared with the CE term at T = 1), else computed here."""
     if temperature <= 0:
         raise NanoError(f"temperature must be > 0, got {temperature}")
     s = student_logits.reshape(-1, student_logits.shape[-1]).float() / temperature
-    logq_full = F.log_softmax(s, dim=-1)
+    logq_full = F.log_softmax(s, dim=-1) if student_logp is None else student_logp
     if isinstance(teacher, TopK):
         ids = teacher.ids.reshape(-1, teacher.ids.shape[-1])
         if int(ids.max()) >= s.shape[-1]:
@@ -119,10 +121,14 @@ def kd_loss(student_logits: torch.Tensor, teacher, kind: str = "forward_kl",
 
 
 def ce_loss(student_logits: torch.Tensor, targets: torch.Tensor,
-            mask: torch.Tensor = None) -> torch.Tensor:
-    """Next-token cross-entropy, mean over (masked) tokens; targets [...] ids."""
-    per = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]).float(),
-                          targets.reshape(-1), reduction="none")
+            mask: torch.Tensor = None, student_logp: torch.Tensor = None) -> torch.Tensor:
+    """Next-token cross-entropy, mean over (masked) tokens; targets [...] ids.
+    student_logp: the log-softmax [N, V] of the logits when the caller has it already."""
+    if student_logp is not None:
+        per = -student_logp.gather(-1, targets.reshape(-1, 1))[:, 0]
+    else:
+        per = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]).float(),
+                              targets.reshape(-1), reduction="none")
     if mask is not None:
         m = mask.reshape(-1).to(per.dtype)
         return (per * m).sum() / m.sum().clamp(min=1)

@@ -279,12 +279,16 @@ class Trainer:
         s_logits, s_hidden = (r if want_hidden else (r, None))
         parts = {}
         loss = torch.zeros((), dtype=torch.float32)
+        logp = None     # KD + CE at T = 1: one log-softmax over the vocabulary serves both
+        if 0 < c.ce_weight < 1 and c.temperature == 1.0:
+            logp = torch.log_softmax(s_logits.reshape(-1, s_logits.shape[-1]).float(), dim=-1)
         if c.ce_weight > 0:
-            parts["ce"] = ce_loss(s_logits, y, mask)
+            parts["ce"] = ce_loss(s_logits, y, mask, student_logp=logp)
             loss = loss + c.ce_weight * parts["ce"]
         if c.ce_weight < 1:
             teacher = t_logits if t_logits is not None else self.cache.get(idx)
-            parts["kd"] = kd_loss(s_logits, teacher, c.loss, c.temperature, c.beta, c.alpha, mask)
+            parts["kd"] = kd_loss(s_logits, teacher, c.loss, c.temperature, c.beta, c.alpha, mask,
+                                  student_logp=logp)
             loss = loss + (1 - c.ce_weight) * parts["kd"]
         if want_hidden:
             parts["hidden"] = self.projector(s_hidden, t_hidden)
