@@ -1,10 +1,16 @@
 """Prune SmolLM2-135M-Instruct to a <= 50% student and recover it: KD against CE.
 
     python benchmarks/distill_run.py --prep                     # prune, score teacher + student
-    nice -n 5 python benchmarks/distill_run.py --arm kd  --minutes 45 &
-    nice -n 5 python benchmarks/distill_run.py --arm ce  --minutes 45 &
-    nice -n 5 python benchmarks/distill_run.py --arm cew --minutes 45 &
-    wait; python benchmarks/distill_run.py --report              # table + plot
+    python benchmarks/distill_run.py --arm kd --topk-cache 64 --ce-weight 0.5 &
+    python benchmarks/distill_run.py --arm cew &
+    wait; python benchmarks/distill_run.py --arm ce              # KD's steps, after the pair
+    python benchmarks/distill_run.py --report                    # table + plot
+    python benchmarks/distill_run.py --paired                    # per-window KD vs CE
+    python benchmarks/distill_run.py --export --arm kd --quant-method gptq
+
+(the session-7 run, benchmarks/results/distill.md: 1 thread per arm, kd and cew side by side
+on the 2 cores for 45 minutes, then ce alone; an arm started on a busy machine compares
+nothing.)
 
 --prep prunes the teacher once (calibration: the "calib" split) and saves the
 student, the teacher's held-out perplexity and its top-1 predictions. The three
@@ -195,6 +201,46 @@ def export(a):
     print(json.dumps(res, indent=1))
 
 
+def paired(a):
+    """Per-window held-out NLL of the final students, KD against each CE arm: in how many
+    of the windows KD is better, and a bootstrap 95% interval of the perplexity ratio."""
+    import numpy as np
+    import torch
+    torch.set_num_threads(a.threads)
+    from nano_runtime.loader import load_model
+    arms = [n for n in ("kd", "ce", "cew") if os.path.isdir(os.path.join(a.work, n, "student"))]
+    if "kd" not in arms:
+        raise SystemExit(f"error: no KD student under {a.work}/kd/student")
+    st = load_model(os.path.join(a.work, "kd", "student"))
+    held = load_data(a, st.tokenizer).held
+    nll = {}
+    for n in arms:
+        m = load_model(os.path.join(a.work, n, "student")).model.eval()
+        with torch.no_grad():
+            nll[n] = np.array([float(torch.nn.functional.cross_entropy(
+                m(w[None, :-1])[0].float(), w[1:], reduction="mean")) for w in held])
+    rng = np.random.default_rng(0)
+    boot = rng.integers(0, len(held), (10000, len(held)))
+    out = {"windows": len(held), "ppl": {n: float(np.exp(v.mean())) for n, v in nll.items()}}
+    lines = ["", f"Paired, per held-out window ({len(held)} windows of {a.seq_len}; final students):", "",
+             "| KD vs | KD better in windows | ppl ratio KD / CE | bootstrap 95% interval |",
+             "|---|---|---|---|"]
+    for n in arms[1:]:
+        d = nll["kd"] - nll[n]
+        r = np.exp(d[boot].mean(1))
+        lo, hi = np.percentile(r, [2.5, 97.5])
+        out[n] = {"kd_better_windows": int((d < 0).sum()), "ratio": float(np.exp(d.mean())),
+                  "ci95": [float(lo), float(hi)]}
+        label = {"ce": "CE, same tokens", "cew": "CE, same wall-clock (its end)"}[n]
+        lines.append(f"| {label} | {(d < 0).sum()} / {len(d)} | {np.exp(d.mean()):.3f} | "
+                     f"{lo:.3f} - {hi:.3f} |")
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(RESULTS, "distill_paired.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return text
+
+
 def _one_step(tr):
     """Advance a trainer by exactly one step."""
     want, tr.c.steps = tr.c.steps, tr.step + 1
@@ -323,6 +369,8 @@ def main():
     p.add_argument("--prep", action="store_true")
     p.add_argument("--arm", choices=["kd", "ce", "cew", "kdmix"])
     p.add_argument("--report", action="store_true")
+    p.add_argument("--paired", action="store_true", help="per-window KD vs CE comparison of the "
+                   "final students")
     p.add_argument("--export", action="store_true", help="quantize the --arm student, eval fp vs .nano")
     p.add_argument("--quant-method", default="rtn")
     p.add_argument("--spec", default="prune:hidden=504")
@@ -336,10 +384,10 @@ def main():
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--ce-weight", type=float, default=0.0)
     p.add_argument("--topk-cache", type=int, default=0, help="KD from a top-k cache of the train split")
-    p.add_argument("--evals", type=int, default=6, help="evaluations per arm")
+    p.add_argument("--evals", type=int, default=8, help="evaluations per arm")
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations "
                    "(default: steps / --evals)")
-    p.add_argument("--held-seqs", type=int, default=12)
+    p.add_argument("--held-seqs", type=int, default=32)
     p.add_argument("--calib-seqs", type=int, default=8)
     p.add_argument("--work", default="/tmp/nano_distill_bench")
     a = p.parse_args()
@@ -350,6 +398,8 @@ def main():
         export(a)
     elif a.arm:
         run_arm(a)
+    elif a.paired:
+        paired(a)
     elif a.report:
         report(a)
     else:

@@ -103,6 +103,9 @@ ROWS = {
         ("GPTQ g64 asym act-order [64x512 train]", "nano",
          dict(method="gptq", group_size=64, act_order=True, calib="builtin:train",
               n_calib=64)),
+        ("GPTQ g128 asym act-order + q8 sensitive (mixed) [64x512 train]", "nano",
+         dict(method="gptq", group_size=128, act_order=True, calib="builtin:train",
+              n_calib=64, mixed=4.5)),
     ],
 }
 
