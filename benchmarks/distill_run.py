@@ -221,24 +221,29 @@ def paired(a):
                 m(w[None, :-1])[0].float(), w[1:], reduction="mean")) for w in held])
     rng = np.random.default_rng(0)
     boot = rng.integers(0, len(held), (10000, len(held)))
-    out = {"windows": len(held), "ppl": {n: float(np.exp(v.mean())) for n, v in nll.items()}}
-    lines = ["", f"Paired, per held-out window ({len(held)} windows of {a.seq_len}; final students):", "",
-             "| KD vs | KD better in windows | ppl ratio KD / CE | bootstrap 95% interval |",
-             "|---|---|---|---|"]
+    out = {"windows": len(held), "seq_len": a.seq_len,
+           "ppl": {n: float(np.exp(v.mean())) for n, v in nll.items()}}
     for n in arms[1:]:
         d = nll["kd"] - nll[n]
-        r = np.exp(d[boot].mean(1))
-        lo, hi = np.percentile(r, [2.5, 97.5])
+        lo, hi = np.percentile(np.exp(d[boot].mean(1)), [2.5, 97.5])
         out[n] = {"kd_better_windows": int((d < 0).sum()), "ratio": float(np.exp(d.mean())),
                   "ci95": [float(lo), float(hi)]}
-        label = {"ce": "CE, same tokens", "cew": "CE, same wall-clock (its end)"}[n]
-        lines.append(f"| {label} | {(d < 0).sum()} / {len(d)} | {np.exp(d.mean()):.3f} | "
-                     f"{lo:.3f} - {hi:.3f} |")
-    text = "\n".join(lines)
-    print(text)
     with open(os.path.join(RESULTS, "distill_paired.json"), "w") as f:
         json.dump(out, f, indent=1)
-    return text
+    print(paired_table(out))
+
+
+def paired_table(doc: dict) -> str:
+    lines = ["", f"Paired, per held-out window ({doc['windows']} windows of {doc['seq_len']}; "
+             "the final students):", "",
+             "| KD vs | KD better in windows | ppl ratio KD / CE | bootstrap 95% interval |",
+             "|---|---|---|---|"]
+    for n, label in (("ce", "CE, same tokens"), ("cew", "CE, same wall-clock (its end)")):
+        if n in doc:
+            r = doc[n]
+            lines.append(f"| {label} | {r['kd_better_windows']} / {doc['windows']} | "
+                         f"{r['ratio']:.3f} | {r['ci95'][0]:.3f} - {r['ci95'][1]:.3f} |")
+    return "\n".join(lines)
 
 
 def _one_step(tr):
@@ -328,7 +333,10 @@ def report(a):
     lines = [f"Student `{pre['spec']}`: {pre['nonembed_params'] / 1e6:.2f}M non-embedding parameters "
              f"= {pre['ratio'] * 100:.1f}% of the teacher's {pre['teacher_nonembed'] / 1e6:.2f}M. "
              f"Held-out: {pre['held_tokens']} tokens of the eval split (windows of "
-             f"{kd['settings']['seq_len']}); {kd['threads']} thread per arm, the arms side by side.",
+             f"{kd['settings']['seq_len']}); {kd['threads']} thread per arm; the KD arm and the "
+             f"same-wall-clock CE arm ran side by side, the same-tokens CE arm after them (only "
+             f"its tokens are compared). Train wall s: training steps (evaluations excluded) plus, "
+             f"for KD, building the teacher's top-k cache.",
              "", "| model | held-out ppl | x teacher | top-1 agreement | train tokens | train wall s | steps |",
              "|---|---|---|---|---|---|---|"]
     for name, p, ag, toks, wall, st in filter(None, rows):
@@ -338,12 +346,15 @@ def report(a):
     if partial:
         lines += ["", f"Arms stopped before their end (figures from their logs, no wall clock): "
                   f"{', '.join(partial)}."]
+    pj = os.path.join(RESULTS, "distill_paired.json")
+    if os.path.exists(pj):
+        lines.append(paired_table(json.load(open(pj))))
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(RESULTS, "distill.md"), "w") as f:
         f.write(text + "\n")
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
-    for doc, name in ((kd, "KD (forward KL)"), (kdmix, "KD + CE"), (ce, "CE, same steps"),
+    for doc, name in ((kd, kd_label), (kdmix, "KD + CE"), (ce, "CE, same steps (run after)"),
                       (cew, "CE, same wall-clock")):
         if doc is None:
             continue
