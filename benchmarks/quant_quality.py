@@ -1,7 +1,7 @@
 """4-bit quality table: perplexity of every quantization method against the fp model and
 llama.cpp's own quantizer, on held-out real English text.
 
-    nice -n 10 python benchmarks/quant_quality.py [--models smollm2,gemma3] [--windows 6]
+    nice -n 10 python benchmarks/quant_quality.py [--models smollm2,gemma3] [--windows 4]
         [--ctx 512] [--calib-seqs 8] [--rows REGEX] [--work DIR]
 
 * Eval text: nano_runtime.data english_text("eval") (CPython's reference docs), the first
@@ -79,6 +79,15 @@ ROWS = {
         ("AWQ+GPTQ g32 sym [64x512 train]", "nano",
          dict(method="awq-gptq", group_size=32, symmetric=True, calib="builtin:train",
               n_calib=64)),
+        ("GPTQ g32 sym act-order damp 0.1 [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True, damp=0.1,
+              calib="builtin:train", n_calib=64)),
+        ("GPTQ g32 sym act-order [128x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=128)),
+        ("GPTQ g64 sym act-order + q8 sensitive (mixed) [64x512 train]", "nano",
+         dict(method="gptq", group_size=64, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64, mixed=4.5)),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
@@ -415,7 +424,7 @@ def plot(results: dict, path: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="smollm2,gemma3")
-    ap.add_argument("--windows", type=int, default=6)
+    ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--calib-seqs", type=int, default=8)
     ap.add_argument("--rows", default="", help="regex: run only matching row labels")
@@ -456,6 +465,11 @@ def main():
         if other != cache:
             for k, v in json.load(open(other)).items():
                 results.setdefault(k, v)
+    # rows measured earlier (possibly on another machine, their work dir gone) stay in the table
+    committed = os.path.join(RESULTS, "quant_quality.json")
+    if os.path.exists(committed):
+        for k, v in json.load(open(committed)).items():
+            results.setdefault(k, v)
     backfill_calib(results, a.work)
     out = []
     for key in MODELS:
@@ -481,8 +495,15 @@ def main():
           "rest are Q5_0/Q6_K/Q8_0), which flatters g32 asym rows.\n\n"
           + "\n\n".join(out) + "\n")
     print(md)
-    with open(os.path.join(RESULTS, "quant_quality.md"), "w") as f:
+    md_path = os.path.join(RESULTS, "quant_quality.md")
+    # hand-written notes after the generated tables ("Notes (...") are kept
+    old = open(md_path).read() if os.path.exists(md_path) else ""
+    cut = old.find("\nNotes (")
+    if cut >= 0:
+        md += old[cut:]
+    with open(md_path + ".tmp", "w") as f:
         f.write(md)
+    os.replace(md_path + ".tmp", md_path)
     with open(os.path.join(RESULTS, "quant_quality.json"), "w") as f:
         json.dump(results, f, indent=1)
     plot(results, os.path.join(RESULTS, "quant_quality.png"))

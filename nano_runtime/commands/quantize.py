@@ -35,6 +35,12 @@ def add_arguments(p):
     p.add_argument("--keep-q8", default="", metavar="PREFIXES",
                    help="mixed precision: comma-separated linear layers stored as int8 per-32 "
                         "(e.g. layers.0.mlp.w_down,layers.29.attn.wv); the rest int4")
+    p.add_argument("--tune-steps", type=int, default=0, metavar="N",
+                   help="after quantizing, train the int4 group scales (and mins) end to end for N "
+                        "steps (one calibration window each) to match the fp model's next-token "
+                        "distribution; codes and bits per weight unchanged (default 0: off)")
+    p.add_argument("--tune-lr", type=float, default=1e-3,
+                   help="learning rate of --tune-steps, relative to each scale (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of random-init model cards")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -55,7 +61,7 @@ def run(args):
                              group_size=args.group_size, symmetric=args.sym, embed=args.embed,
                              head=args.head, calib=args.calib, n_calib=args.calib_seqs,
                              seq_len=args.calib_len, act_order=args.act_order, damp=args.damp,
-                             seed=args.seed,
+                             seed=args.seed, tune_steps=args.tune_steps, tune_lr=args.tune_lr,
                              overrides={p.strip(): "q8" for p in args.keep_q8.split(",")
                                         if p.strip()})
     finally:

@@ -263,13 +263,22 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
                    symmetric: bool = False, embed: str = "q8", head=None, calib=None,
                    n_calib: int = 16, seq_len: int = 512, act_order: bool = False,
                    damp: float = 0.01, seed: int = 0, show_progress: bool = True,
-                   overrides=None) -> dict:
+                   overrides=None, tune_steps: int = 0, tune_lr: float = 1e-3) -> dict:
     """Quantize MODEL into OUT.nano; returns {"seconds", "peak_rss_mb", "bits_per_weight", ...}.
 
     overrides: {linear prefix: "q8" | "f16" | "f32" | "q4"} for mixed precision (e.g. the most
-    sensitive tensors kept in int8); the rest use the method at group_size."""
+    sensitive tensors kept in int8); the rest use the method at group_size.
+    tune_steps > 0: afterwards, train the int4 group scales/mins end to end against the fp
+    model on the calibration text (quant/tune.py); codes and bits per weight unchanged."""
     if method not in METHODS:
         raise NanoError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if tune_steps < 0:
+        raise NanoError(f"--tune-steps must be >= 0, got {tune_steps}")
+    if tune_steps and method == "gguf-exact":
+        raise NanoError("--tune-steps does not apply to --method gguf-exact (its tensors are "
+                        "copied exactly)")
+    if tune_steps and not (0 < tune_lr < 1):
+        raise NanoError(f"--tune-lr must be in (0, 1), got {tune_lr}")
     if group_size not in nf.GROUP_SIZES:
         raise NanoError(f"--group-size must be one of {', '.join(map(str, nf.GROUP_SIZES))}, "
                         f"got {group_size}")
@@ -289,7 +298,7 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
     t0 = time.time()
     import_rss = peak_rss_mb()  # interpreter + torch + numpy, before any model work
     calib_text = None
-    if method in CALIBRATED:
+    if method in CALIBRATED or tune_steps:
         from .calib import read_calib_text
         calib_text, calib_desc = read_calib_text(calib)  # fail early, before any heavy work
     src = open_source(spec, seed=seed)
@@ -324,6 +333,20 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
     with progress_bar(total=n_entries, desc=f"write {os.path.basename(out)}", unit="tensor",
                       disable=not show_progress) as bar:
         nf.write_nano(out, cfg, stream, src.tokenizer, recipe, progress=bar)
+    del stream  # the calibrated model is no longer needed
+    if tune_steps:
+        from .calib import calib_batches
+        from .tune import rewrite_scales, tune_scales
+        if method == "rtn":
+            tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len,
+                                   spread=calib_desc.startswith("builtin:train"))
+        new, info = tune_scales(src.load_model(), out, tokens, tune_steps, tune_lr,
+                                show_progress=show_progress)
+        info["calib"] = calib_desc
+        with progress_bar(total=n_entries, desc=f"write {os.path.basename(out)} (tuned)",
+                          unit="tensor", disable=not show_progress) as bar:
+            rewrite_scales(out, out, new, info, progress=bar)
+        recipe = nf.open_nano(out).recipe
     bpw = nf.bits_per_weight(cfg, recipe)
     return {"seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": import_rss, "method": method,
