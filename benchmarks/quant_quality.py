@@ -79,6 +79,10 @@ ROWS = {
         ("AWQ+GPTQ g32 sym [64x512 train]", "nano",
          dict(method="awq-gptq", group_size=32, symmetric=True, calib="builtin:train",
               n_calib=64)),
+        ("GPTQ g32 sym act-order + tuned scales (160 steps) [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64, tune_steps=160,
+              base="GPTQ g32 sym act-order [64x512 train]")),
         ("GPTQ g32 sym act-order damp 0.1 [64x512 train]", "nano",
          dict(method="gptq", group_size=32, symmetric=True, act_order=True, damp=0.1,
               calib="builtin:train", n_calib=64)),
@@ -112,6 +116,10 @@ ROWS = {
         ("GPTQ g64 asym act-order [64x512 train]", "nano",
          dict(method="gptq", group_size=64, act_order=True, calib="builtin:train",
               n_calib=64)),
+        ("GPTQ g32 sym act-order + tuned scales (160 steps) [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64, tune_steps=160,
+              base="GPTQ g32 sym act-order [64x512 train]")),
         ("GPTQ g128 asym act-order + q8 sensitive (mixed) [64x512 train]", "nano",
          dict(method="gptq", group_size=128, act_order=True, calib="builtin:train",
               n_calib=64, mixed=4.5)),
@@ -293,8 +301,11 @@ def calib_info(recipe: dict) -> dict:
         return {}
     split = recipe.get("calib", "").split(" ")[0].replace("builtin:", "")
     n = recipe["calib_tokens"] // 512
-    return {"calib": f"{n}x512 {split}", "calib_tokens": recipe["calib_tokens"],
-            "act_order": recipe.get("act_order", False), "damp": recipe.get("damp")}
+    out = {"calib": f"{n}x512 {split}", "calib_tokens": recipe["calib_tokens"],
+           "act_order": recipe.get("act_order", False), "damp": recipe.get("damp")}
+    if "tune" in recipe:
+        out["tune"] = recipe["tune"]
+    return out
 
 
 def backfill_calib(results: dict, work: str):
@@ -304,6 +315,19 @@ def backfill_calib(results: dict, work: str):
         out = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', label.lower())}.nano")
         if "calib" not in r and "bpw_linear" in r and os.path.exists(out):
             r.update(calib_info(nf.open_nano(out).recipe))
+
+
+def tune_from(model_name, bfile, out, n_calib, opts):
+    from nano_runtime.quant.calib import calib_batches, read_calib_text
+    from nano_runtime.quant.tune import rewrite_scales, tune_scales
+    lm = load_model(model_name)
+    text, desc = read_calib_text(opts.get("calib"))
+    tokens = calib_batches(lm.tokenizer, text, n_calib, 512,
+                           spread=desc.startswith("builtin:train"))
+    new, tinfo = tune_scales(lm.model, bfile, tokens, opts["tune_steps"],
+                             opts.get("tune_lr", 1e-3))
+    tinfo["calib"] = desc
+    rewrite_scales(bfile, out, new, tinfo)
 
 
 def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_ppl=None,
@@ -323,6 +347,15 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
             opts["overrides"] = mixed_overrides(model_name, cfg, opts["group_size"],
                                                 opts.get("symmetric", False), budget, work)
             info["q8_tensors"] = sorted(opts["overrides"])
+        base = opts.pop("base", None)
+        if not os.path.exists(out) and base is not None:
+            # the base row's file, then the same scale tuning `nano quantize --tune-steps`
+            # runs after quantizing (same calibration windows), without redoing GPTQ
+            bfile = os.path.join(work, f"{key}-{re.sub(r'[^a-z0-9]+', '-', base.lower())}.nano")
+            if not os.path.exists(bfile):
+                raise RuntimeError(f"run row {base!r} first (its .nano is the base)")
+            tune_from(model_name, bfile, out, calib_seqs, opts)
+            info["quant_seconds"] = round(time.time() - t0, 1)
         if not os.path.exists(out):
             res = quantize_model(model_name, out, n_calib=calib_seqs, show_progress=True, **opts)
             info["quant_seconds"] = round(res["seconds"], 1)

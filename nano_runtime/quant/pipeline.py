@@ -279,6 +279,9 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
                         "copied exactly)")
     if tune_steps and not (0 < tune_lr < 1):
         raise NanoError(f"--tune-lr must be in (0, 1), got {tune_lr}")
+    if tune_steps and n_calib < 2:
+        raise NanoError("--tune-steps needs at least 2 calibration windows (one is held out): "
+                        "raise --calib-seqs")
     if group_size not in nf.GROUP_SIZES:
         raise NanoError(f"--group-size must be one of {', '.join(map(str, nf.GROUP_SIZES))}, "
                         f"got {group_size}")
@@ -330,25 +333,40 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
         stream, stats = calibrated_stream(src, recipe, method, tokens, act_order, damp,
                                           show_progress)
     n_entries = len(nf.tensor_layout(cfg, recipe))
+    # with tuning, the untuned file goes to a temporary name first: OUT appears only once
+    # it holds the tuned scales (an interrupted or failed tuning leaves no OUT behind)
+    first = f"{out}.untuned.{os.getpid()}" if tune_steps else out
     with progress_bar(total=n_entries, desc=f"write {os.path.basename(out)}", unit="tensor",
                       disable=not show_progress) as bar:
-        nf.write_nano(out, cfg, stream, src.tokenizer, recipe, progress=bar)
+        nf.write_nano(first, cfg, stream, src.tokenizer, recipe, progress=bar)
     del stream  # the calibrated model is no longer needed
     if tune_steps:
-        from .calib import calib_batches
-        from .tune import rewrite_scales, tune_scales
-        if method == "rtn":
-            tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len,
-                                   spread=calib_desc.startswith("builtin:train"))
-        new, info = tune_scales(src.load_model(), out, tokens, tune_steps, tune_lr,
-                                show_progress=show_progress)
-        info["calib"] = calib_desc
-        with progress_bar(total=n_entries, desc=f"write {os.path.basename(out)} (tuned)",
-                          unit="tensor", disable=not show_progress) as bar:
-            rewrite_scales(out, out, new, info, progress=bar)
-        recipe = nf.open_nano(out).recipe
+        try:
+            recipe = _tune(src, first, out, method, calib_text, calib_desc, n_calib, seq_len,
+                           tune_steps, tune_lr, n_entries, show_progress,
+                           tokens if method != "rtn" else None)
+        finally:
+            if os.path.exists(first):
+                os.unlink(first)
     bpw = nf.bits_per_weight(cfg, recipe)
     return {"seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": import_rss, "method": method,
             "bits_per_weight": bpw["linear"], "bits_per_weight_total": bpw["total"],
             "file_size_bytes": os.path.getsize(out), "recipe": recipe, "layer_errors": stats}
+
+
+def _tune(src, first, out, method, calib_text, calib_desc, n_calib, seq_len, steps, lr,
+          n_entries, show_progress, tokens=None) -> dict:
+    """Tune FIRST's int4 scales against the source's fp model, write the result to OUT."""
+    from .calib import calib_batches
+    from .tune import rewrite_scales, tune_scales
+    if tokens is None:
+        tokens = calib_batches(src.tokenizer, calib_text, n_calib, seq_len,
+                               spread=calib_desc.startswith("builtin:train"))
+    new, info = tune_scales(src.load_model(), first, tokens, steps, lr,
+                            show_progress=show_progress)
+    info["calib"] = calib_desc
+    with progress_bar(total=n_entries, desc=f"write {os.path.basename(out)} (tuned)",
+                      unit="tensor", disable=not show_progress) as bar:
+        rewrite_scales(first, out, new, info, progress=bar)
+    return nf.open_nano(out).recipe

@@ -143,7 +143,7 @@ def tune_scales(teacher: nn.Module, nano_path: str, tokens: torch.Tensor, steps:
             with torch.no_grad():
                 for m in tuned.values():
                     m.a.clamp_(-0.5, 1.0)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(kl=f"{losses[-1]:.4f}")
             bar.update(1)
