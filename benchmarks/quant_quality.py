@@ -45,7 +45,9 @@ from nano_runtime.loader import load_model  # noqa: E402
 from nano_runtime.quant.pipeline import quantize_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-MODELS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m"}
+MODELS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma3-270m",
+          # the distilled student of issue #6 (benchmarks/distill_run.py --arm kd), by --student
+          "student": None}
 
 # (label, kind, options); kind: fp | nano | llama.cpp
 ROWS = {
@@ -92,6 +94,27 @@ ROWS = {
         ("GPTQ g64 sym act-order + q8 sensitive (mixed) [64x512 train]", "nano",
          dict(method="gptq", group_size=64, symmetric=True, act_order=True,
               calib="builtin:train", n_calib=64, mixed=4.5)),
+    ],
+    # the fp distilled student: a checkpoint directory (its own fp weights, no GGUF behind it)
+    "student": [
+        ("fp distilled student", "fp", {}),
+        ("llama.cpp Q4_0", "llama.cpp", dict(ftype="Q4_0")),
+        ("llama.cpp Q4_K_M", "llama.cpp", dict(ftype="Q4_K_M")),
+        ("RTN g32 sym", "nano", dict(method="rtn", group_size=32, symmetric=True)),
+        ("RTN g128 asym", "nano", dict(method="rtn", group_size=128)),
+        ("GPTQ g32 sym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64)),
+        ("GPTQ g128 asym act-order [64x512 train]", "nano",
+         dict(method="gptq", group_size=128, act_order=True, calib="builtin:train", n_calib=64)),
+        ("AWQ g32 sym [64x512 train]", "nano",
+         dict(method="awq", group_size=32, symmetric=True, calib="builtin:train", n_calib=64)),
+        ("AWQ g128 asym [64x512 train]", "nano",
+         dict(method="awq", group_size=128, calib="builtin:train", n_calib=64)),
+        ("GPTQ g32 sym act-order + tuned scales (160 steps) [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64, tune_steps=160,
+              base="GPTQ g32 sym act-order [64x512 train]")),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
@@ -221,44 +244,87 @@ def _permute_llama(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def write_f16_gguf(model_name: str, out: str) -> str:
-    """F16 GGUF of the reference fp weights, metadata/tokenizer copied from the original."""
+    """F16 GGUF of the reference fp weights, metadata/tokenizer copied from the original (a
+    checkpoint directory without a GGUF behind it, such as the distilled student: llama
+    metadata from its config, tokenizer fields from SmolLM2's GGUF, whose tokenizer it uses)."""
     import gguf
     from nano_runtime.formats.gguf_import import (_field_value, _unpermute_llama,
                                                   gguf_to_ref_name, open_gguf)
     if os.path.exists(out):
         return out
-    src_path = cards.card_weights_path(cards.get_card(model_name))
-    g = open_gguf(src_path)
     lm = load_model(model_name)
     cfg, sd = lm.config, {k: v.detach().numpy() for k, v in lm.model.state_dict().items()}
-    w = gguf.GGUFWriter(out + ".tmp", g.arch)
-    for key, field in g.reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
-            continue
-        vt = field.types[0]
-        sub = field.types[-1] if vt == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(key, _field_value(field), vt, sub)
+    if os.path.isdir(model_name):
+        w, names = _student_gguf_header(cfg, out + ".tmp")
+    else:
+        g = open_gguf(cards.card_weights_path(cards.get_card(model_name)))
+        w = gguf.GGUFWriter(out + ".tmp", g.arch)
+        for key, field in g.reader.fields.items():
+            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+                continue
+            vt = field.types[0]
+            sub = field.types[-1] if vt == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(key, _field_value(field), vt, sub)
+        names = [t.name for t in g.reader.tensors]
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    for t in g.reader.tensors:
-        ref = gguf_to_ref_name(t.name)
+    for name in names:
+        ref = gguf_to_ref_name(name)
         a = sd[ref].astype(np.float32)
-        if cfg.family == "llama" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
-            nh = cfg.n_heads if t.name.endswith("attn_q.weight") else cfg.n_kv_heads
+        if cfg.family == "llama" and name.endswith(("attn_q.weight", "attn_k.weight")):
+            nh = cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads
             p = _permute_llama(a, nh)
             assert np.array_equal(_unpermute_llama(p, nh), a)
             a = p
         if a.ndim == 1:
-            if cfg.norm_unit_offset and t.name.endswith("norm.weight"):
+            if cfg.norm_unit_offset and name.endswith("norm.weight"):
                 a = a + 1.0
-            w.add_tensor(t.name, a.astype(np.float32))
+            w.add_tensor(name, a.astype(np.float32))
         else:
-            w.add_tensor(t.name, a.astype(np.float16))
+            w.add_tensor(name, a.astype(np.float16))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     os.replace(out + ".tmp", out)
     return out
+
+
+def _student_gguf_header(cfg, path: str):
+    """GGUFWriter with llama metadata of cfg and SmolLM2's tokenizer fields; tensor names."""
+    import gguf
+    from nano_runtime.formats.gguf_import import _field_value, open_gguf
+    if cfg.family != "llama":
+        raise RuntimeError(f"llama.cpp rows for a checkpoint need the llama family, got {cfg.family}")
+    g = open_gguf(cards.card_weights_path(cards.get_card("smollm2-135m-instruct")))
+    if cfg.vocab_size != load_model("smollm2-135m-instruct", with_model=False).config.vocab_size:
+        raise RuntimeError("the checkpoint does not use SmolLM2's tokenizer")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("distilled student")
+    w.add_block_count(cfg.n_layers)
+    w.add_context_length(cfg.max_seq_len)
+    w.add_embedding_length(cfg.dim)
+    w.add_feed_forward_length(cfg.hidden_dim)
+    w.add_head_count(cfg.n_heads)
+    w.add_head_count_kv(cfg.n_kv_heads)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    for key, field in g.reader.fields.items():
+        if key.startswith("tokenizer."):
+            vt = field.types[0]
+            sub = field.types[-1] if vt == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(key, _field_value(field), vt, sub)
+    names = ["token_embd.weight", "output_norm.weight"]
+    if not cfg.tie_embeddings:
+        names.append("output.weight")
+    for i in range(cfg.n_layers):
+        names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "ffn_norm", "attn_q", "attn_k",
+                                                   "attn_v", "attn_output", "ffn_gate",
+                                                   "ffn_up", "ffn_down")]
+    return w, names
 
 
 def llama_cpp_quantize(f16: str, out: str, ftype: str) -> str:
@@ -392,13 +458,20 @@ def run_row(key, model_name, label, kind, opts, windows, work, calib_seqs, fp_pp
     return info
 
 
+TITLES = {"student": "distilled student (SmolLM2 pruned to 49.6%, KD; issue #6)"}
+
+
+def title(key: str) -> str:
+    return TITLES.get(key) or MODELS[key]
+
+
 def fmt_table(results: dict, key: str) -> str:
     rows = [(lab, r) for (k, lab), r in ((tuple(x.split("|", 1)), r) for x, r in results.items())
             if k == key]
     order = [lab for lab, _, _ in ROWS[key]]
     rows.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
     fp = next((r["ppl"] for lab, r in rows if lab.startswith("fp")), None)
-    lines = [f"| {MODELS[key]} | calibration | linear bpw | file bpw | ppl | vs fp |",
+    lines = [f"| {title(key)} | calibration | linear bpw | file bpw | ppl | vs fp |",
              "|---|---|---:|---:|---:|---:|"]
     for lab, r in rows:
         d = f"{100 * (r['ppl'] / fp - 1):+.2f}%" if fp else ""
@@ -422,7 +495,7 @@ def best_line(results: dict, key: str, budget: float = 4.5) -> str:
     vs = (f"; llama.cpp Q4_0 {100 * (q40['ppl'] / fp - 1):+.2f}% at {q40['bpw_linear']:.3f}"
           if q40 else "")
     goal = "met" if ppl <= 1.02 * fp else f"missed by {100 * (ppl / fp - 1) - 2:.2f} points"
-    return (f"{MODELS[key]}: best at <= {budget} linear bpw is {lab} "
+    return (f"{title(key)}: best at <= {budget} linear bpw is {lab} "
             f"({r.get('calib', 'no calibration')}), {r['bpw_linear']:.3f} bpw, "
             f"{100 * (ppl / fp - 1):+.2f}% vs fp{vs}; the within-2% goal is {goal}.")
 
@@ -448,7 +521,7 @@ def plot(results: dict, path: str):
             ax.axhline(fp * 1.02, color="k", lw=0.8, ls="--", label="fp + 2%")
         ax.set_xlabel("bits per weight (linear layers, scales included)")
         ax.set_ylabel("perplexity (ctx 512)")
-        ax.set_title(MODELS[key])
+        ax.set_title(title(key))
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -463,7 +536,13 @@ def main():
     ap.add_argument("--rows", default="", help="regex: run only matching row labels")
     ap.add_argument("--work", default="/tmp/nano_quant_quality")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--student", default=None,
+                    help="checkpoint directory of the distilled student (model key 'student')")
     a = ap.parse_args()
+    if a.student:
+        MODELS["student"] = os.path.abspath(a.student)
+    if "student" in a.models.split(",") and not a.student:
+        ap.error("--models student needs --student DIR")
     if a.threads:
         torch.set_num_threads(a.threads)
     os.makedirs(a.work, exist_ok=True)
