@@ -15,9 +15,9 @@ its starting scale, m = m0 + s0 * b, so one learning rate suits tensors of any m
 and its KL is reported before and after (``tune`` in the recipe), so a run that overfits
 its calibration text shows it.
 
-Memory: the fp teacher plus the student's codes (1 byte per weight) and, per forward, one
-dequantized layer's weights kept for the backward pass: no second fp copy of the stored
-model is kept. At nano-1/nano-2 size this is a job for one accelerator, not a phone.
+Memory: the fp teacher plus the student's codes (1 byte per weight) and scales; each int4
+linear's dequantized weight exists only while that linear runs (it is recomputed in the
+backward pass, not kept for it), so no second fp copy of the model is held. At nano-1/nano-2 size this is a job for one accelerator, not a phone.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import NanoError
 from ..formats import nano_file as nf
@@ -60,8 +61,15 @@ class TunedQ4Linear(nn.Module):
             return s * (q - 8.0)
         return s * q + self.mins().repeat_interleave(self.g, dim=1)[:, :k]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            # the dequantized weight is recomputed in the backward pass instead of being kept
+            # for it: the graph holds codes + scales, never a full-precision copy of the model
+            return checkpoint(self._linear, x, use_reentrant=False)
+        return self._linear(x)
 
 
 def kl_to_teacher(t_logits: torch.Tensor, s_logits: torch.Tensor) -> torch.Tensor:
