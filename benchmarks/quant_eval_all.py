@@ -45,7 +45,10 @@ def main():
     ap.add_argument("--work", default="/tmp/nano_quant_quality")
     ap.add_argument("--windows", type=int, default=10 ** 6, help="at most this many windows")
     ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--student", default=None, help="checkpoint directory of --model student")
     a = ap.parse_args()
+    if a.student:
+        MODELS["student"] = os.path.abspath(a.student)
     name = MODELS[a.model]
     tok = load_model(name, with_model=False).tokenizer
     windows = eval_windows(tok, a.windows, a.ctx)
