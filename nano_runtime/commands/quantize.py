@@ -1,6 +1,6 @@
 """nano quantize MODEL -o OUT.nano [--method rtn|gptq|awq|awq-gptq|gguf-exact] [--group-size G]
 [--calib FILE] [--sym] [--embed q8|f16|f32] [--head tied|q8|q4|f16|f32] [--act-order]
-[--keep-q8 PREFIXES]. RTN streams numpy-only (no torch import)."""
+[--keep-q8 PREFIXES] [--tune-steps N [--tune-lr LR]]. RTN streams numpy-only (no torch import)."""
 import json
 import signal
 
