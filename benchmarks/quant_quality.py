@@ -115,6 +115,10 @@ ROWS = {
          dict(method="gptq", group_size=32, symmetric=True, act_order=True,
               calib="builtin:train", n_calib=64, tune_steps=160,
               base="GPTQ g32 sym act-order [64x512 train]")),
+        ("GPTQ g32 sym act-order + tuned scales (320 steps) [64x512 train]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=64, tune_steps=320,
+              base="GPTQ g32 sym act-order [64x512 train]")),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
