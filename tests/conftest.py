@@ -19,6 +19,15 @@ def run_cli(*args, input=None, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
 
 
+def one_error(r, *needles):
+    """Assert a CLI run failed with exit 2 and one `error: ` line naming every needle."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in last, last
+
+
 @functools.lru_cache(maxsize=None)
 def load_real(name):
     from nano_runtime.loader import load_model

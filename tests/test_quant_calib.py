@@ -4,19 +4,11 @@ the option end to end through `nano quantize` on a tiny model. ~20 s of CPU (72 
 the loaded 2-core machine, with quantization jobs running beside it)."""
 import torch
 
-from conftest import run_cli
+from conftest import one_error as _one_error, run_cli
 from nano_runtime.data import english_text
 from nano_runtime.errors import NanoError
 from nano_runtime.loader import load_tokenizer
 from nano_runtime.quant.calib import calib_batches, read_calib_text
-
-
-def _one_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in last, last
 
 
 def test_builtin_splits_and_eval_refused():

@@ -5,20 +5,12 @@ bit-identical, and bad options give one clear error with no file left behind."""
 import numpy as np
 import torch
 
-from conftest import run_cli
+from conftest import one_error as _one_error, run_cli
 from nano_runtime.formats import nano_file as nf
 from nano_runtime.quant.calib import calib_batches, read_calib_text
 from nano_runtime.quant.pipeline import quantize_model
 from nano_runtime.quant.tune import (kl_to_teacher, rewrite_scales,
                                      student_from_nano, tune_scales)
-
-
-def _one_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in last, last
 
 
 def test_tuned_layer_starts_at_the_file_weights_and_has_the_true_gradient(tmp_path):
