@@ -125,6 +125,12 @@ ROWS = {
          dict(method="gptq", group_size=32, symmetric=True, act_order=True,
               calib="builtin:train", n_calib=100000, tune_steps=320,
               base="GPTQ g32 sym act-order [64x512 train]")),
+        # the same with twice the learning rate (train KL still falling at 320 steps, and
+        # held-out KL 0.0137 is no lower than train's: not overfitting)
+        ("GPTQ g32 sym act-order + tuned scales (320 steps, lr 2e-3) [all train windows]", "nano",
+         dict(method="gptq", group_size=32, symmetric=True, act_order=True,
+              calib="builtin:train", n_calib=100000, tune_steps=320, tune_lr=2e-3,
+              base="GPTQ g32 sym act-order [64x512 train]")),
     ],
     "gemma3": [
         ("fp reference (GGUF dequantized)", "fp", {}),
