@@ -83,6 +83,16 @@ def test_cli_tune_and_bad_options(tmp_path):
     f = nf.open_nano(str(out))
     assert f.recipe["tune"]["steps"] == 2 and f.recipe["tune"]["train_windows"] == 2
     assert "tune scales" in r.stderr          # progress bar
+    # GPTQ on 2 windows, the tuning on 5 of its own (4 trained on, 1 held out)
+    out2 = tmp_path / "t2.nano"
+    r = run_cli("quantize", "tiny-llama", "-o", out2, "--method", "gptq", "--sym",
+                "--calib-seqs", "2", "--calib-len", "32", "--tune-steps", "2",
+                "--tune-seqs", "5")
+    assert r.returncode == 0, r.stderr
+    f2 = nf.open_nano(str(out2))
+    assert f2.recipe["calib_tokens"] == 2 * 32 and f2.recipe["tune"]["train_windows"] == 4
+    _one_error(run_cli("quantize", "tiny-llama", "-o", tmp_path / "e5.nano", "--tune-steps",
+                       "2", "--tune-seqs", "1", "--calib-len", "32"), "--tune-seqs")
     _one_error(run_cli("quantize", "tiny-llama", "-o", tmp_path / "e1.nano",
                        "--tune-steps", "-1"), "--tune-steps")
     _one_error(run_cli("quantize", "tiny-llama", "-o", tmp_path / "e2.nano",
@@ -91,5 +101,5 @@ def test_cli_tune_and_bad_options(tmp_path):
                        "2", "--calib-seqs", "1", "--calib-len", "32"), "--calib-seqs")
     _one_error(run_cli("quantize", "tiny-llama", "-o", tmp_path / "e4.nano", "--method",
                        "gguf-exact", "--tune-steps", "2"), "gguf-exact")
-    assert not any((tmp_path / f"e{i}.nano").exists() for i in range(1, 5))
-    assert [p.name for p in tmp_path.iterdir()] == ["t.nano"]   # no temp files left
+    assert not any((tmp_path / f"e{i}.nano").exists() for i in range(1, 6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.nano", "t2.nano"]  # no temp files

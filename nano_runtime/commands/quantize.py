@@ -1,6 +1,6 @@
 """nano quantize MODEL -o OUT.nano [--method rtn|gptq|awq|awq-gptq|gguf-exact] [--group-size G]
 [--calib FILE] [--sym] [--embed q8|f16|f32] [--head tied|q8|q4|f16|f32] [--act-order]
-[--keep-q8 PREFIXES] [--tune-steps N [--tune-lr LR]]. RTN streams numpy-only (no torch import)."""
+[--keep-q8 PREFIXES] [--tune-steps N [--tune-lr LR] [--tune-seqs N]]. RTN streams numpy-only (no torch import)."""
 import json
 import signal
 
@@ -41,6 +41,9 @@ def add_arguments(p):
                         "distribution; codes and bits per weight unchanged (default 0: off)")
     p.add_argument("--tune-lr", type=float, default=1e-3,
                    help="learning rate of --tune-steps, relative to each scale (default 1e-3)")
+    p.add_argument("--tune-seqs", type=int, default=None, metavar="N",
+                   help="calibration windows for --tune-steps, the last one held out (default: "
+                        "--calib-seqs; more than the text has takes all of its windows)")
     p.add_argument("--seed", type=int, default=0, help="seed of random-init model cards")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -62,6 +65,7 @@ def run(args):
                              head=args.head, calib=args.calib, n_calib=args.calib_seqs,
                              seq_len=args.calib_len, act_order=args.act_order, damp=args.damp,
                              seed=args.seed, tune_steps=args.tune_steps, tune_lr=args.tune_lr,
+                             tune_seqs=args.tune_seqs,
                              overrides={p.strip(): "q8" for p in args.keep_q8.split(",")
                                         if p.strip()})
     finally:

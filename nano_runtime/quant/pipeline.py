@@ -263,13 +263,16 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
                    symmetric: bool = False, embed: str = "q8", head=None, calib=None,
                    n_calib: int = 16, seq_len: int = 512, act_order: bool = False,
                    damp: float = 0.01, seed: int = 0, show_progress: bool = True,
-                   overrides=None, tune_steps: int = 0, tune_lr: float = 1e-3) -> dict:
+                   overrides=None, tune_steps: int = 0, tune_lr: float = 1e-3,
+                   tune_seqs=None) -> dict:
     """Quantize MODEL into OUT.nano; returns {"seconds", "peak_rss_mb", "bits_per_weight", ...}.
 
     overrides: {linear prefix: "q8" | "f16" | "f32" | "q4"} for mixed precision (e.g. the most
     sensitive tensors kept in int8); the rest use the method at group_size.
     tune_steps > 0: afterwards, train the int4 group scales/mins end to end against the fp
-    model on the calibration text (quant/tune.py); codes and bits per weight unchanged."""
+    model on the calibration text (quant/tune.py); codes and bits per weight unchanged.
+    tune_seqs: calibration windows for the tuning (default n_calib), e.g. GPTQ on 64 windows
+    and the tuning on every window of the text."""
     if method not in METHODS:
         raise NanoError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if tune_steps < 0:
@@ -279,9 +282,12 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
                         "copied exactly)")
     if tune_steps and not (0 < tune_lr < 1):
         raise NanoError(f"--tune-lr must be in (0, 1), got {tune_lr}")
-    if tune_steps and n_calib < 2:
-        raise NanoError("--tune-steps needs at least 2 calibration windows (one is held out): "
-                        "raise --calib-seqs")
+    if tune_seqs is not None and tune_seqs < 1:
+        raise NanoError(f"--tune-seqs must be >= 1, got {tune_seqs}")
+    if tune_steps and (n_calib if tune_seqs is None else tune_seqs) < 2:
+        flag = "--calib-seqs" if tune_seqs is None else "--tune-seqs"
+        raise NanoError(f"--tune-steps needs at least 2 calibration windows (one is held out): "
+                        f"raise {flag}")
     if group_size not in nf.GROUP_SIZES:
         raise NanoError(f"--group-size must be one of {', '.join(map(str, nf.GROUP_SIZES))}, "
                         f"got {group_size}")
@@ -342,9 +348,11 @@ def quantize_model(spec: str, out: str, method: str = "rtn", group_size: int = 3
     del stream  # the calibrated model is no longer needed
     if tune_steps:
         try:
-            recipe = _tune(src, first, out, method, calib_text, calib_desc, n_calib, seq_len,
+            same = tune_seqs is None or tune_seqs == n_calib
+            recipe = _tune(src, first, out, method, calib_text, calib_desc,
+                           n_calib if tune_seqs is None else tune_seqs, seq_len,
                            tune_steps, tune_lr, n_entries, show_progress,
-                           tokens if method != "rtn" else None)
+                           tokens if method != "rtn" and same else None)
         finally:
             if os.path.exists(first):
                 os.unlink(first)
