@@ -90,7 +90,8 @@ int64_t nano_scratch_bytes(const nano_config *c, int n_ctx, int n_batch, int n_t
     int64_t kmax = c->dim > qd ? c->dim : qd;
     if (c->hidden_dim > kmax) kmax = c->hidden_dim;
     int64_t f = B * (4 * (int64_t)c->dim + 2 * qd + 2 * kvd + 2 * (int64_t)c->hidden_dim) +
-                2 * B * c->head_dim + (int64_t)n_threads * n_ctx + 2LL * c->vocab_size +
+                2 * B * c->head_dim + (int64_t)n_threads * n_ctx * (c->n_heads / c->n_kv_heads) +
+                2LL * c->vocab_size +
                 (int64_t)n_threads * (int64_t)nano_attn_scratch_floats(c->head_dim, c->n_heads);
     int64_t act = (int64_t)nano_q8_act_bytes((int)B, (int)kmax);
     return f * 4 + act + 5LL * c->vocab_size + 4LL * n_ctx;
@@ -263,7 +264,7 @@ NANO_API int nano_context_create(nano_model *m, const nano_context_params *param
         !(ctx->att = zalloc(ctx, B * qd * F, 0)) || !(ctx->k = zalloc(ctx, B * kvd * F, 0)) ||
         !(ctx->v = zalloc(ctx, B * kvd * F, 0)) || !(ctx->hb = zalloc(ctx, B * hid * F, 0)) ||
         !(ctx->hb2 = zalloc(ctx, B * hid * F, 0)) || !(ctx->rope = zalloc(ctx, 2 * (size_t)B * hd * F, 0)) ||
-        !(ctx->scores = zalloc(ctx, (size_t)ctx->n_threads * ctx->n_ctx * F, 0)) ||
+        !(ctx->scores = zalloc(ctx, (size_t)ctx->n_threads * ctx->n_ctx * (c->n_heads / c->n_kv_heads) * F, 0)) ||
         !(ctx->attn_scratch = zalloc(ctx, (size_t)ctx->n_threads *
                                      (ctx->attn_scratch_floats = nano_attn_scratch_floats(hd, c->n_heads)) * F, 0)) ||
         !(ctx->actbuf = zalloc(ctx, ctx->actbuf_bytes, 0)) ||

@@ -114,7 +114,7 @@ struct nano_context {
     float *hb, *hb2;        /* [B, hidden]                          */
     float *h;               /* [B, dim]    block output            */
     float *rope;            /* [2 thetas][B][cos|sin][hd/2]         */
-    float *scores;          /* [n_threads, n_ctx]                   */
+    float *scores;          /* [n_threads, n_heads / n_kv_heads, n_ctx] */
     float *attn_scratch;    /* [n_threads, attn_scratch_floats]     */
     size_t attn_scratch_floats;
     void *actbuf;           /* q8 activations for [B, max(dim, q_dim, hidden)] */

@@ -180,12 +180,15 @@ static void rope_apply(float *x, const float *cs, int hd) {
 }
 
 /* ---- attention --------------------------------------------------------------
- * One task per (query row t, head h), ordered kv head major so the queries sharing a kv
- * head run back to back on cached K/V rows. Scores over the whole key range [lo, p] go to
- * the thread's ctx->scores row (n_ctx floats), then an exact two-pass softmax and the
- * weighted sum of V. The key range is walked in runs of contiguous cache slots (a ring
- * buffer wraps at most once), each run through the vectorized inner loops of
- * nano_attn_ops (kernels/src/attn*.c). Decode (T = 1) and prefill share it. */
+ * One task per (query row t, kv head, group of the query heads sharing that kv head),
+ * kv head major. A task walks the key range [lo, p] once for its whole group (grouped-
+ * query attention: each cached K/V row is read and converted once for all the group's
+ * heads), scores going to the thread's rows of ctx->scores (rep x n_ctx floats), then an
+ * exact two-pass softmax per head and the weighted sum of V. When there are too few
+ * tasks to keep the threads busy (decode with few kv heads) the groups are split. The
+ * key range is walked in runs of contiguous cache slots (a ring buffer wraps at most
+ * once), each run through the vectorized inner loops of nano_attn_ops
+ * (kernels/src/attn*.c). Decode (T = 1) and prefill share it. */
 typedef struct {
     nano_context *ctx;
     int layer, T, pos0;
@@ -200,42 +203,49 @@ static void attn_task(void *arg, int tid, int nth) {
     const nano_layer *L = &ctx->model->layers[j->layer];
     const int H = c->n_heads, hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
     const int qdim = H * hd, cap = ctx->cap[j->layer], T = j->T, l = j->layer;
-    const int f16 = ctx->kv_type == NANO_KV_F16;
+    const int f16 = ctx->kv_type == NANO_KV_F16, nctx = ctx->n_ctx;
     const float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
-    float *sc = ctx->scores + (size_t)tid * ctx->n_ctx;
-    for (int i = tid; i < T * H; i += nth) {
-        const int kvh = i / (T * rep), rem = i % (T * rep);
-        const int t = rem / rep, h = kvh * rep + rem % rep, p = j->pos0 + t;
-        const float *q = ctx->q + (size_t)t * qdim + (size_t)h * hd;
+    int nsplit = 1;
+    while (nsplit < rep && T * c->n_kv_heads * nsplit < 2 * nth) nsplit++;
+    const int gs = (rep + nsplit - 1) / nsplit, per_kv = (rep + gs - 1) / gs;
+    const int N = T * c->n_kv_heads * per_kv;
+    float *sc = ctx->scores + (size_t)tid * nctx * rep;
+    for (int i = tid; i < N; i += nth) {
+        const int kvh = i / (T * per_kv), rem = i % (T * per_kv);
+        const int t = rem / per_kv, sub = rem % per_kv, p = j->pos0 + t;
+        const int h0 = kvh * rep + sub * gs, G = rep - sub * gs < gs ? rep - sub * gs : gs;
+        const float *q = ctx->q + (size_t)t * qdim + (size_t)h0 * hd;
         const int lo = L->window ? (p - L->window + 1 > 0 ? p - L->window + 1 : 0) : 0;
         const size_t base = (size_t)kvh * cap;
         for (int pos = lo; pos <= p;) {
             const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
             const size_t slot = base + (size_t)s0;
-            if (f16) ops->scores_f16(q, ctx->k16[l] + slot * hd, len, hd, scale, sc + (pos - lo));
-            else ops->scores_i8(q, ctx->k8[l] + slot * hd, ctx->ks[l] + slot, len, hd, scale,
-                                sc + (pos - lo));
+            if (f16) ops->scores_f16_g(q, G, ctx->k16[l] + slot * hd, len, hd, scale, sc + (pos - lo), nctx);
+            else ops->scores_i8_g(q, G, ctx->k8[l] + slot * hd, ctx->ks[l] + slot, len, hd, scale,
+                                  sc + (pos - lo), nctx);
             pos += len;
         }
         const int n = p - lo + 1;
-        float mx = -INFINITY;
-        for (int r = 0; r < n; r++) mx = sc[r] > mx ? sc[r] : mx;
-        float sum = 0;
-        for (int r = 0; r < n; r++) {
-            const float e = expf(sc[r] - mx);
-            sc[r] = e;
-            sum += e;
+        for (int g = 0; g < G; g++) {
+            float *s = sc + (size_t)g * nctx, mx = -INFINITY;
+            for (int r = 0; r < n; r++) mx = s[r] > mx ? s[r] : mx;
+            float sum = 0;
+            for (int r = 0; r < n; r++) {
+                const float e = expf(s[r] - mx);
+                s[r] = e;
+                sum += e;
+            }
+            const float inv = 1.0f / sum;
+            for (int r = 0; r < n; r++) s[r] *= inv;
         }
-        const float inv = 1.0f / sum;
-        for (int r = 0; r < n; r++) sc[r] *= inv;
-        float *out = ctx->att + (size_t)t * qdim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof *out);
+        float *out = ctx->att + (size_t)t * qdim + (size_t)h0 * hd;
+        memset(out, 0, (size_t)G * hd * sizeof *out);
         for (int pos = lo; pos <= p;) {
             const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
             const size_t slot = base + (size_t)s0;
-            if (f16) ops->accum_f16(sc + (pos - lo), ctx->v16[l] + slot * hd, len, hd, out);
-            else ops->accum_i8(sc + (pos - lo), ctx->v8[l] + slot * hd, ctx->vs[l] + slot, len, hd,
-                               out);
+            if (f16) ops->accum_f16_g(sc + (pos - lo), nctx, G, ctx->v16[l] + slot * hd, len, hd, out);
+            else ops->accum_i8_g(sc + (pos - lo), nctx, G, ctx->v8[l] + slot * hd, ctx->vs[l] + slot,
+                                 len, hd, out);
             pos += len;
         }
     }

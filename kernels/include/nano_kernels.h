@@ -126,13 +126,25 @@ NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out);
 /* ---- attention inner loops (used by the engine; not exported) -------------- */
 /* scores: out[r] = scale * dot(q, k row r) [* ks[r]]   (rows of hd values, contiguous)
  * accum : out[d] += sum_r w[r] [* vs[r]] * v[r][d]
- * fp16 rows or int8 rows with a per-row scale. */
+ * fp16 rows or int8 rows with a per-row scale.
+ * The *_g forms do the same for the G query heads that share one kv head (grouped-query
+ * attention), reading and converting each cached row once for all G:
+ *   scores_g: q [G, hd] contiguous -> out[j * ostride + r], j < G
+ *   accum_g : w[j * wstride + r] -> out [G, hd] contiguous. */
 typedef struct {
     void (*scores_f16)(const float *q, const uint16_t *k, int rows, int hd, float scale, float *out);
     void (*accum_f16)(const float *w, const uint16_t *v, int rows, int hd, float *out);
     void (*scores_i8)(const float *q, const int8_t *k, const float *ks, int rows, int hd,
                       float scale, float *out);
     void (*accum_i8)(const float *w, const int8_t *v, const float *vs, int rows, int hd, float *out);
+    void (*scores_f16_g)(const float *q, int G, const uint16_t *k, int rows, int hd, float scale,
+                         float *out, int ostride);
+    void (*accum_f16_g)(const float *w, int wstride, int G, const uint16_t *v, int rows, int hd,
+                        float *out);
+    void (*scores_i8_g)(const float *q, int G, const int8_t *k, const float *ks, int rows, int hd,
+                        float scale, float *out, int ostride);
+    void (*accum_i8_g)(const float *w, int wstride, int G, const int8_t *v, const float *vs,
+                       int rows, int hd, float *out);
 } nano_attn_ops;
 /* The best implementation for the active kernel variant and this head_dim. */
 const nano_attn_ops *nano_attn_ops_get(int head_dim);

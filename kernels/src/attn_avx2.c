@@ -101,7 +101,120 @@ static void accum_i8(const float *w, const int8_t *v, const float *vs, int rows,
     }
 }
 
-const nano_attn_ops nano_attn_ops_avx2 = {scores_f16, accum_f16, scores_i8, accum_i8};
+/* ---- grouped-query forms: the G query heads of one kv head together ----------------
+ * Each cached row is loaded and converted once for up to 4 heads (blocks of 4 beyond
+ * that). Per output element the arithmetic is the same, in the same order, as the
+ * single-head loops above, so the results are bit-identical to G separate calls. */
+#define GQ 4
+
+static inline __attribute__((always_inline)) void scores_blk(const float *q, const int B,
+        const uint16_t *k16, const int8_t *k8, const float *ks, int rows, int hd, float scale,
+        float *out, int ostride) {
+    for (int r = 0; r < rows; r++) {
+        __m256 a[GQ], b[GQ];
+        for (int j = 0; j < B; j++) a[j] = b[j] = _mm256_setzero_ps();
+        for (int d = 0; d < hd; d += 16) {
+            __m256 k0, k1;
+            if (k16) {
+                k0 = LDH(k16 + (size_t)r * hd + d);
+                k1 = LDH(k16 + (size_t)r * hd + d + 8);
+            } else {
+                k0 = LDB(k8 + (size_t)r * hd + d);
+                k1 = LDB(k8 + (size_t)r * hd + d + 8);
+            }
+            for (int j = 0; j < B; j++) {
+                a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)j * hd + d), k0, a[j]);
+                b[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)j * hd + d + 8), k1, b[j]);
+            }
+        }
+        for (int j = 0; j < B; j++) {
+            const float s = hsum8(_mm256_add_ps(a[j], b[j]));
+            out[(size_t)j * ostride + r] = k16 ? s * scale : s * ks[r] * scale;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void scores_g(const float *q, int G, const uint16_t *k16, const int8_t *k8, const float *ks,
+                     int rows, int hd, float scale, float *out, int ostride) {
+    for (int j0 = 0; j0 < G; j0 += GQ) {
+        const float *qj = q + (size_t)j0 * hd;
+        float *oj = out + (size_t)j0 * ostride;
+        switch (G - j0 < GQ ? G - j0 : GQ) {
+        case 1: scores_blk(qj, 1, k16, k8, ks, rows, hd, scale, oj, ostride); break;
+        case 2: scores_blk(qj, 2, k16, k8, ks, rows, hd, scale, oj, ostride); break;
+        case 3: scores_blk(qj, 3, k16, k8, ks, rows, hd, scale, oj, ostride); break;
+        default: scores_blk(qj, 4, k16, k8, ks, rows, hd, scale, oj, ostride); break;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void accum_blk(const float *w, int wstride, const int B,
+        const uint16_t *v16, const int8_t *v8, const float *vs, int rows, int hd, float *out) {
+    for (int d = 0; d < hd; d += 16) {
+        __m256 o0[GQ], o1[GQ];
+        for (int j = 0; j < B; j++) {
+            o0[j] = _mm256_loadu_ps(out + (size_t)j * hd + d);
+            o1[j] = _mm256_loadu_ps(out + (size_t)j * hd + d + 8);
+        }
+        for (int r = 0; r < rows; r++) {
+            __m256 v0, v1;
+            if (v16) {
+                v0 = LDH(v16 + (size_t)r * hd + d);
+                v1 = LDH(v16 + (size_t)r * hd + d + 8);
+            } else {
+                v0 = LDB(v8 + (size_t)r * hd + d);
+                v1 = LDB(v8 + (size_t)r * hd + d + 8);
+            }
+            for (int j = 0; j < B; j++) {
+                const __m256 a = v16 ? _mm256_broadcast_ss(w + (size_t)j * wstride + r)
+                                     : _mm256_set1_ps(w[(size_t)j * wstride + r] * vs[r]);
+                o0[j] = _mm256_fmadd_ps(a, v0, o0[j]);
+                o1[j] = _mm256_fmadd_ps(a, v1, o1[j]);
+            }
+        }
+        for (int j = 0; j < B; j++) {
+            _mm256_storeu_ps(out + (size_t)j * hd + d, o0[j]);
+            _mm256_storeu_ps(out + (size_t)j * hd + d + 8, o1[j]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void accum_g(const float *w, int wstride, int G, const uint16_t *v16, const int8_t *v8,
+                    const float *vs, int rows, int hd, float *out) {
+    for (int j0 = 0; j0 < G; j0 += GQ) {
+        const float *wj = w + (size_t)j0 * wstride;
+        float *oj = out + (size_t)j0 * hd;
+        switch (G - j0 < GQ ? G - j0 : GQ) {
+        case 1: accum_blk(wj, wstride, 1, v16, v8, vs, rows, hd, oj); break;
+        case 2: accum_blk(wj, wstride, 2, v16, v8, vs, rows, hd, oj); break;
+        case 3: accum_blk(wj, wstride, 3, v16, v8, vs, rows, hd, oj); break;
+        default: accum_blk(wj, wstride, 4, v16, v8, vs, rows, hd, oj); break;
+        }
+    }
+}
+
+static void scores_f16_g(const float *q, int G, const uint16_t *k, int rows, int hd, float scale,
+                         float *out, int ostride) {
+    scores_g(q, G, k, NULL, NULL, rows, hd, scale, out, ostride);
+}
+
+static void accum_f16_g(const float *w, int wstride, int G, const uint16_t *v, int rows, int hd,
+                        float *out) {
+    accum_g(w, wstride, G, v, NULL, NULL, rows, hd, out);
+}
+
+static void scores_i8_g(const float *q, int G, const int8_t *k, const float *ks, int rows, int hd,
+                        float scale, float *out, int ostride) {
+    scores_g(q, G, NULL, k, ks, rows, hd, scale, out, ostride);
+}
+
+static void accum_i8_g(const float *w, int wstride, int G, const int8_t *v, const float *vs,
+                       int rows, int hd, float *out) {
+    accum_g(w, wstride, G, NULL, v, vs, rows, hd, out);
+}
+
+const nano_attn_ops nano_attn_ops_avx2 = {scores_f16,   accum_f16,   scores_i8,   accum_i8,
+                                          scores_f16_g, accum_f16_g, scores_i8_g, accum_i8_g};
 
 /* exp(x) for x in [-87.3, 88.7] (clamped outside): x = n ln2 + r, |r| <= ln2/2, degree-6
  * polynomial for e^r (Cephes coefficients), 2^n through the exponent bits. */

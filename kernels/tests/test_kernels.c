@@ -190,6 +190,88 @@ static void test_bad_input(void) {
     CHECK(nano_pool_run(NULL, NULL, NULL) == NANO_K_ERR_NULL, "pool null fn");
 }
 
+/* attention inner loops (attn*.c): the grouped-query forms must equal G single-head calls
+ * bit for bit (same arithmetic in the same order), and every variant must match the plain C
+ * loops within fp32 reassociation error. G over 1..9 covers blocks of 4 and the remainders;
+ * the rows include odd counts (the 2-row loop's tail). */
+static void test_attn(void) {
+    static const int hds[] = {16, 64, 128}, rowss[] = {1, 7, 33};
+    const int nv = NANO_VARIANT_COUNT;
+    for (int v = 0; v < nv; v++) {
+        if (!nano_kernel_variant_available(v) || nano_kernel_set_variant(v) != 0) continue;
+        for (int hi = 0; hi < 3; hi++)
+            for (int ri = 0; ri < 3; ri++)
+                for (int G = 1; G <= 9; G++) {
+                    const int hd = hds[hi], rows = rowss[ri], ws = rows + 5;
+                    nano_kernel_set_variant(v);
+                    const nano_attn_ops *op = nano_attn_ops_get(hd);
+                    nano_kernel_set_variant(NANO_VARIANT_SCALAR);
+                    const nano_attn_ops *ref = nano_attn_ops_get(hd);
+                    nano_kernel_set_variant(v);
+                    float *q = malloc(sizeof(float) * G * hd), *w = malloc(sizeof(float) * G * ws);
+                    uint16_t *k16 = malloc(2 * (size_t)rows * hd);
+                    int8_t *k8 = malloc((size_t)rows * hd);
+                    float *ks = malloc(sizeof(float) * rows);
+                    float *a = malloc(sizeof(float) * G * ws), *b = malloc(sizeof(float) * G * ws);
+                    float *c = malloc(sizeof(float) * G * ws);
+                    float *oa = malloc(sizeof(float) * G * hd), *ob = malloc(sizeof(float) * G * hd);
+                    float *oc = malloc(sizeof(float) * G * hd);
+                    for (int i = 0; i < G * hd; i++) q[i] = frand();
+                    for (int i = 0; i < G * ws; i++) w[i] = frand();
+                    for (int i = 0; i < rows * hd; i++) {
+                        k16[i] = nano_fp32_to_fp16(frand());
+                        k8[i] = (int8_t)((int)(rnd() % 255) - 127);
+                    }
+                    for (int r = 0; r < rows; r++) ks[r] = 0.01f + 0.01f * (frand() + 1.0f);
+                    for (int i8 = 0; i8 < 2; i8++) {
+                        memset(a, 0, sizeof(float) * G * ws);
+                        memset(b, 0, sizeof(float) * G * ws);
+                        memset(c, 0, sizeof(float) * G * ws);
+                        if (i8) op->scores_i8_g(q, G, k8, ks, rows, hd, 0.125f, a, ws);
+                        else op->scores_f16_g(q, G, k16, rows, hd, 0.125f, a, ws);
+                        for (int j = 0; j < G; j++) {
+                            if (i8) {
+                                op->scores_i8(q + j * hd, k8, ks, rows, hd, 0.125f, b + j * ws);
+                                ref->scores_i8(q + j * hd, k8, ks, rows, hd, 0.125f, c + j * ws);
+                            } else {
+                                op->scores_f16(q + j * hd, k16, rows, hd, 0.125f, b + j * ws);
+                                ref->scores_f16(q + j * hd, k16, rows, hd, 0.125f, c + j * ws);
+                            }
+                        }
+                        CHECK(!memcmp(a, b, sizeof(float) * G * ws), "%s scores_%s_g G=%d hd=%d rows=%d "
+                              "differs from %d single-head calls", nano_kernel_variant_name(v),
+                              i8 ? "i8" : "f16", G, hd, rows, G);
+                        for (int i = 0; i < G * ws; i++)
+                            CHECK(fabsf(a[i] - c[i]) <= 1e-4f * (1.0f + fabsf(c[i])) * hd, "%s scores_%s "
+                                  "vs plain C: %g vs %g", nano_kernel_variant_name(v), i8 ? "i8" : "f16",
+                                  a[i], c[i]);
+                        for (int i = 0; i < G * hd; i++) oa[i] = ob[i] = oc[i] = frand();
+                        if (i8) op->accum_i8_g(w, ws, G, k8, ks, rows, hd, oa);
+                        else op->accum_f16_g(w, ws, G, k16, rows, hd, oa);
+                        for (int j = 0; j < G; j++) {
+                            if (i8) {
+                                op->accum_i8(w + j * ws, k8, ks, rows, hd, ob + j * hd);
+                                ref->accum_i8(w + j * ws, k8, ks, rows, hd, oc + j * hd);
+                            } else {
+                                op->accum_f16(w + j * ws, k16, rows, hd, ob + j * hd);
+                                ref->accum_f16(w + j * ws, k16, rows, hd, oc + j * hd);
+                            }
+                        }
+                        CHECK(!memcmp(oa, ob, sizeof(float) * G * hd), "%s accum_%s_g G=%d hd=%d rows=%d "
+                              "differs from %d single-head calls", nano_kernel_variant_name(v),
+                              i8 ? "i8" : "f16", G, hd, rows, G);
+                        for (int i = 0; i < G * hd; i++)
+                            CHECK(fabsf(oa[i] - oc[i]) <= 1e-4f * (1.0f + fabsf(oc[i])) * rows, "%s accum_%s "
+                                  "vs plain C: %g vs %g", nano_kernel_variant_name(v), i8 ? "i8" : "f16",
+                                  oa[i], oc[i]);
+                    }
+                    free(q); free(w); free(k16); free(k8); free(ks); free(a); free(b); free(c);
+                    free(oa); free(ob); free(oc);
+                }
+    }
+    nano_kernel_set_variant(-1);
+}
+
 int main(void) {
     printf("available:");
     for (int v = 0; v < NANO_VARIANT_COUNT; v++)
@@ -197,6 +279,7 @@ int main(void) {
     printf("\nselected: %s\n", nano_kernel_variant_name(nano_kernel_variant()));
     fflush(stdout);
     test_bad_input();
+    test_attn();
     static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}, {6, 16416}};
     static const int groups[] = {32, 64, 128};
     static const int ms[] = {1, 3, 5};
