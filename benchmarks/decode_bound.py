@@ -9,9 +9,10 @@ a tied embedding read whole as the output head, plus the f16 KV rows attended to
 machine's bandwidth drifts by +-15% within minutes (other tenants of the host), so a bound
 measured a minute apart from the decode run is a poor yardstick. Here every round runs the
 DRAM read probe (benchmarks/membw.c: wide loads over 1 GiB with the same thread count, one
-timed pass by default, --probe-passes N takes the best of N) and then `--tokens` greedy
-decode steps per load mode (the order alternates), and the figure is the per-round ratio
-(decode GB/s / probe GB/s), median over rounds.
+timed pass by default, --probe-passes N takes the best of N), then per load mode (the order
+alternates) `--tokens` greedy decode steps followed by the probe again, and the figure is
+the per-batch ratio decode GB/s / mean of the probes just before and just after the batch,
+median over rounds (the ratio to the probe before alone is reported too).
 
 Load modes: `mmap` (default engine: the .nano mapped from the page cache, 4 KiB pages) and
 `no-mmap` (Engine(no_mmap=True): the file read into anonymous memory advised for transparent
@@ -71,40 +72,53 @@ def main():
     rounds = []
     with progress_bar(total=a.rounds, desc="rounds", unit="round") as bar:
         for r in range(a.rounds):
-            rec = {"dram_gb_s": dram_probe(a.threads, a.probe_passes)}
+            probes = [dram_probe(a.threads, a.probe_passes)]
+            rec = {"dram_gb_s": probes[0]}
             for m in (modes if r % 2 == 0 else modes[::-1]):
                 e = engines[m][0]
                 t = time.perf_counter()
                 for _ in range(a.tokens):
                     e.eval([int(np.argmax(e.last_logits()))])
                 dt = time.perf_counter() - t
-                rec[m] = {"tok_s": a.tokens / dt, "gb_s": nbytes["total"] * a.tokens / dt / 1e9}
-                rec[m]["of_bound"] = rec[m]["gb_s"] / rec["dram_gb_s"]
+                probes.append(dram_probe(a.threads, a.probe_passes))
+                # the bound for this decode batch: the probes just before and just after it
+                # (the host's bandwidth drifts within seconds; one side alone is a noisier
+                # yardstick, kept as "of_probe_before")
+                bound = (probes[-2] + probes[-1]) / 2
+                rec[m] = {"tok_s": a.tokens / dt, "gb_s": nbytes["total"] * a.tokens / dt / 1e9,
+                          "dram_gb_s": bound}
+                rec[m]["of_bound"] = rec[m]["gb_s"] / bound
+                rec[m]["of_probe_before"] = rec[m]["gb_s"] / probes[-2]
+            rec["probes"] = probes
             rounds.append(rec)
             bar.update(1)
     for e, _ in engines.values():
         e.close()
-    dram = [r["dram_gb_s"] for r in rounds]
+    dram = [p for r in rounds for p in r["probes"]]
     md = [f"# Decode vs the memory-bandwidth bound: {a.model}, {a.threads} thread(s)", "",
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average at start "
           f"{os.getloadavg()[0]:.1f}. {a.rounds} rounds; each: the DRAM read probe "
-          f"(best of {a.probe_passes} pass(es) over 1 GiB), then "
-          f"{a.tokens} greedy decode steps per load mode (order alternating), after a "
+          f"(best of {a.probe_passes} pass(es) over 1 GiB), then per load mode (order "
+          f"alternating) {a.tokens} greedy decode steps and the probe again; the bound for a "
+          f"decode batch is the mean of the probes either side of it. After a "
           f"{a.prompt}-token prompt. Bytes per step: {nbytes['total'] / 1e6:.0f} MB "
           f"(weights {nbytes['weights'] / 1e6:.0f} MB + KV {nbytes['kv'] / 1e6:.1f} MB at "
           f"position {pos}).", "",
           f"DRAM read probe: median {statistics.median(dram):.1f} GB/s "
           f"(min {min(dram):.1f}, max {max(dram):.1f}).", "",
           "| load mode | load s | decode tok/s median (min-max) | decode GB/s median | "
-          "% of bound, median of per-round ratios | % of bound, best round |",
-          "|---|---|---|---|---|---|"]
+          "% of bound, median of per-round ratios (quartiles) | % of bound, best round | "
+          "% of the probe before only, median |",
+          "|---|---|---|---|---|---|---|"]
     for m in modes:
         ts = [r[m]["tok_s"] for r in rounds]
         gb = [r[m]["gb_s"] for r in rounds]
         ob = [r[m]["of_bound"] for r in rounds]
+        q = statistics.quantiles(ob, n=4) if len(ob) > 1 else [ob[0]] * 3
+        pb = [r[m]["of_probe_before"] for r in rounds]
         md.append(f"| {m} | {engines[m][1]:.2f} | {statistics.median(ts):.2f} ({min(ts):.2f}-"
-                  f"{max(ts):.2f}) | {statistics.median(gb):.1f} | {statistics.median(ob):.0%} | "
-                  f"{max(ob):.0%} |")
+                  f"{max(ts):.2f}) | {statistics.median(gb):.1f} | {statistics.median(ob):.0%} "
+                  f"({q[0]:.0%}-{q[2]:.0%}) | {max(ob):.0%} | {statistics.median(pb):.0%} |")
     if len(modes) == 2:
         rel = [r["no-mmap"]["tok_s"] / r["mmap"]["tok_s"] for r in rounds]
         md += ["", f"no-mmap / mmap decode, per round: median {statistics.median(rel):.2f}x "
