@@ -338,6 +338,12 @@ def write_nano(path: str, cfg: ModelConfig, tensors: Iterable, tokenizer, recipe
                 raise NanoError(f"tensor {missing[0]} was never written "
                                 f"({len(missing)} missing)")
             os.fsync(fd)
+            # the pages written tensor by tensor sit in the page cache in small folios,
+            # which the engine's huge-page-advised mapping cannot map with 2 MiB entries;
+            # dropped now (clean after the fsync), the first load reads them back as 2 MiB
+            # folios (Linux 6.x, ext4 and others) and decode streams them through huge pages
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         os.replace(tmp, path)
