@@ -107,6 +107,18 @@ static void accum_i8(const float *w, const int8_t *v, const float *vs, int rows,
  * single-head loops above, so the results are bit-identical to G separate calls. */
 #define GQ 4
 
+/* 16 cached values at element offset off, from the f16 rows (p16) or else the int8 rows */
+static inline __attribute__((always_inline)) void load_row16(const uint16_t *p16, const int8_t *p8,
+                                                             size_t off, __m256 *lo, __m256 *hi) {
+    if (p16) {
+        *lo = LDH(p16 + off);
+        *hi = LDH(p16 + off + 8);
+    } else {
+        *lo = LDB(p8 + off);
+        *hi = LDB(p8 + off + 8);
+    }
+}
+
 static inline __attribute__((always_inline)) void scores_blk(const float *q, const int B,
         const uint16_t *k16, const int8_t *k8, const float *ks, int rows, int hd, float scale,
         float *out, int ostride) {
@@ -115,13 +127,7 @@ static inline __attribute__((always_inline)) void scores_blk(const float *q, con
         for (int j = 0; j < B; j++) a[j] = b[j] = _mm256_setzero_ps();
         for (int d = 0; d < hd; d += 16) {
             __m256 k0, k1;
-            if (k16) {
-                k0 = LDH(k16 + (size_t)r * hd + d);
-                k1 = LDH(k16 + (size_t)r * hd + d + 8);
-            } else {
-                k0 = LDB(k8 + (size_t)r * hd + d);
-                k1 = LDB(k8 + (size_t)r * hd + d + 8);
-            }
+            load_row16(k16, k8, (size_t)r * hd + d, &k0, &k1);
             for (int j = 0; j < B; j++) {
                 a[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)j * hd + d), k0, a[j]);
                 b[j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)j * hd + d + 8), k1, b[j]);
@@ -158,13 +164,7 @@ static inline __attribute__((always_inline)) void accum_blk(const float *w, int 
         }
         for (int r = 0; r < rows; r++) {
             __m256 v0, v1;
-            if (v16) {
-                v0 = LDH(v16 + (size_t)r * hd + d);
-                v1 = LDH(v16 + (size_t)r * hd + d + 8);
-            } else {
-                v0 = LDB(v8 + (size_t)r * hd + d);
-                v1 = LDB(v8 + (size_t)r * hd + d + 8);
-            }
+            load_row16(v16, v8, (size_t)r * hd + d, &v0, &v1);
             for (int j = 0; j < B; j++) {
                 const __m256 a = v16 ? _mm256_broadcast_ss(w + (size_t)j * wstride + r)
                                      : _mm256_set1_ps(w[(size_t)j * wstride + r] * vs[r]);
