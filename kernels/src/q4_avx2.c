@@ -275,9 +275,14 @@ INLINE void q4q8_gemm(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
                 }
                 const uint8_t *wr = w->qweight + (size_t)n * ws + (size_t)b0 * 16;
                 if (n + 4 < n4) /* the next weight tile: 4 rows x nbc * 16 bytes, far apart */
-                    for (int r = 0; r < 4; r++)
+                    for (int r = 0; r < 4; r++) {
                         for (int o = 0; o < nbc * 16; o += 64)
                             _mm_prefetch((const char *)(wr + (size_t)(4 + r) * ws + o), _MM_HINT_T0);
+                        /* and its scales (and mins): scale_table4 would otherwise wait on them */
+                        const size_t so = (size_t)(n + 4 + r) * ng + g0;
+                        _mm_prefetch((const char *)(w->scales + so), _MM_HINT_T0);
+                        if (ASYM) _mm_prefetch((const char *)(w->mins + so), _MM_HINT_T0);
+                    }
                 for (int m = 0; m < mr;) {
                     __m128 v[4];
                     int step;
