@@ -236,15 +236,21 @@ INLINE void gemm_kernel(const uint8_t *wr, size_t ws, int npairs, const float *s
             const int8_t *xq = t->q[m0 + m] + p * 64;
             const __m256i h = _mm256_hadd_epi16(h01[m], _mm256_hadd_epi16(gemm_p(lo2, hi2, xq), gemm_p(lo3, hi3, xq)));
             const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones));
-            const __m256 dv = _mm256_load_ps(t->d[m0 + m][p]), dsv = _mm256_load_ps(t->s[m0 + m][p]);
+            const __m256 dv = _mm256_load_ps(t->d[m0 + m][p]);
             if (ASYM) {
                 acc[m] = _mm256_fmadd_ps(_mm256_mul_ps(f, dv), sv, acc[m]);
-                acc2[m] = _mm256_fmadd_ps(tab_pair(mtab, 2 * p, GS), dsv, acc2[m]);
             } else {
-                acc[m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dv, dsv), sv, acc[m]);
+                acc[m] = _mm256_fmadd_ps(_mm256_fmadd_ps(f, dv, _mm256_load_ps(t->s[m0 + m][p])), sv, acc[m]);
             }
         }
     }
+    /* asymmetric: the mins term sum_b min_b * (d_b * sum x_b) does not involve the codes;
+     * a second pass keeps its 4 accumulators out of the main loop's registers (the
+     * summation order is unchanged: acc2 was always a separate sum added at the end) */
+    if (ASYM)
+        for (int m = 0; m < MR; m++)
+            for (int p = 0; p < npairs; p++)
+                acc2[m] = _mm256_fmadd_ps(tab_pair(mtab, 2 * p, GS), _mm256_load_ps(t->s[m0 + m][p]), acc2[m]);
     for (int m = 0; m < MR; m++) {
         const __m256 a = ASYM ? _mm256_add_ps(acc[m], acc2[m]) : acc[m];
         out[m] = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
