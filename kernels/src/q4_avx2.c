@@ -213,10 +213,10 @@ INLINE void gemm_kernel(const uint8_t *wr, size_t ws, int npairs, const float *s
                         const float *mtab, const gemm_act_tile *t, int m0, __m128 *out,
                         const int MR, const int GS, const int ASYM) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 acc[MR], acc2[MR];
+    __m256 acc[4], acc2[4]; /* MR <= 4; fixed sizes keep them in registers (a [MR] array is a VLA to gcc) */
     for (int m = 0; m < MR; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
     for (int p = 0; p < npairs; p++) {
-        __m256i h01[MR];
+        __m256i h01[4];
         {
             const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wr + p * 32));
             const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wr + ws + p * 32));
