@@ -196,7 +196,8 @@ def _sampler(params) -> _SamplerParams:
 class Engine:
     """A loaded .nano model with one context (conversation state)."""
 
-    def __init__(self, path: str, *, threads: int = 0, n_ctx: int = 0, profile: Optional[str] = None,
+    def __init__(self, path: str, *, threads: Optional[int] = None, n_ctx: int = 0,
+                 profile: Optional[str] = None,
                  memory_budget_mb: float = 0, kv: Optional[str] = None, n_batch: int = 64,
                  precise: bool = False, prefault: bool = False, no_mmap: bool = False,
                  tokenizer: bool = True):
@@ -208,6 +209,10 @@ class Engine:
         self._ctok = None
         self.last_result = None
         self.path = path
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= 256):
+            raise NanoError(f"n_threads must be between 1 and 256, got {threads!r} "
+                            "(threads=None: one per core)")
         if profile not in PROFILES:
             raise NanoError(f"--profile must be low or high, got {profile!r}")
         if kv not in KV_TYPES:
@@ -227,7 +232,8 @@ class Engine:
             self.info["family"] = "gemma3" if info.family == 1 else "llama"
             self.vocab_size = info.vocab_size
             cp = L.nano_context_default_params()
-            cp.n_ctx, cp.n_threads, cp.n_batch = int(n_ctx), int(threads), int(n_batch)
+            # threads None: n_threads 0, the C API's one-thread-per-online-CPU default
+            cp.n_ctx, cp.n_threads, cp.n_batch = int(n_ctx), int(threads or 0), int(n_batch)
             cp.kv_type, cp.profile = KV_TYPES[kv], PROFILES[profile]
             cp.memory_budget = int(memory_budget_mb * (1 << 20))
             cp.precise = 1 if precise else 0
@@ -857,10 +863,12 @@ def add_native_args(p, ctx_option: bool = True, precise_default: bool = False):
                         "tokens)" + ("" if precise_default else " (default)"))
 
 
-def check_native_threads(n: int):
+def check_native_threads(n):
+    """--threads for the native engine: None (not given) = one per core, else 1..256."""
     limit = 256
-    if n is None or n < 0 or n > limit:
-        raise NanoError(f"--threads must be between 0 (all cores) and {limit}, got {n}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1 or n > limit):
+        raise NanoError(f"--threads must be between 1 and {limit}, got {n} "
+                        "(omit it for one thread per core)")
 
 
 def sampling_from_args(args) -> SamplingParams:
@@ -872,7 +880,7 @@ def _engine_from_args(args, **kw) -> Engine:
     path = resolve_nano(args.model)
     budget = getattr(args, "memory_budget", 0) or 0
     n_ctx = kw.pop("n_ctx", 0)
-    return Engine(path, threads=getattr(args, "threads", 0) or 0,
+    return Engine(path, threads=getattr(args, "threads", None),
                   n_ctx=getattr(args, "ctx_size", 0) or n_ctx,
                   profile=getattr(args, "profile", None), memory_budget_mb=budget,
                   kv=getattr(args, "kv", None), precise=getattr(args, "precise", False),

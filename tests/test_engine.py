@@ -169,11 +169,11 @@ def test_bad_sampling_rejected(tiny, tok, bad, msg):
 
 def test_threads_budget_and_use_after_free(tiny, tok):
     _, path, _ = tiny
-    Engine(path, threads=0).close()                  # 0 = all cores
-    with pytest.raises(NanoError, match="n_threads"):
-        Engine(path, threads=100000)
-    with pytest.raises(NanoError, match="n_threads"):
-        Engine(path, threads=-1)
+    with Engine(path) as e:                          # threads not given: one per core
+        assert e.stats()["n_threads"] == (os.cpu_count() or 1)
+    for bad in (0, -1, 100000, 2.5, True):
+        with pytest.raises(NanoError, match="n_threads must be between 1 and 256"):
+            Engine(path, threads=bad)
     with pytest.raises(NanoError, match=r"needs \d+ MB .* budget 1 MB"):
         Engine(path, memory_budget_mb=1)
     # a budget that fits only an int8 cache and a shorter context

@@ -41,6 +41,7 @@ def test_generate_json_native_default():
     (["--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--prompt", "hi", "--threads", "100000"], "--threads must be between"),
     (["--prompt", "hi", "--threads", "-3"], "--threads must be between"),
+    (["--prompt", "hi", "--threads", "0"], "--threads must be between 1 and"),
     (["--prompt", "hi", "--memory-budget", "1"], "needs"),
     (["--prompt", "word " * 400, "--ctx-size", "64"], "does not fit the context"),
 ])

@@ -20,7 +20,8 @@ def add_sampling_args(p):
 def add_backend_args(p, default="torch"):
     p.add_argument("--backend", choices=["native", "torch"], default=default,
                    help=f"native engine or PyTorch reference (default {default})")
-    p.add_argument("--threads", type=int, default=0, help="worker threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="worker threads (default: one per core)")
 
 
 def sampling_params(args):
@@ -32,9 +33,13 @@ def sampling_params(args):
 
 def check_threads(args):
     import os
-    n = getattr(args, "threads", 0)
-    if n < 0 or n > 4 * (os.cpu_count() or 1) + 64:
-        raise NanoError(f"--threads must be between 0 and {4 * (os.cpu_count() or 1) + 64}, got {n}")
+    n = getattr(args, "threads", None)
+    if n is None:                                   # not given: torch's default (all cores)
+        return
+    if n < 1 or n > 4 * (os.cpu_count() or 1) + 64:
+        limit = 4 * (os.cpu_count() or 1) + 64
+        raise NanoError(f"--threads must be between 1 and {limit}, got {n} "
+                        "(omit it for one thread per core)")
     if n:
         import torch
         torch.set_num_threads(n)

@@ -56,7 +56,7 @@ def add_arguments(p):
     g.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
     g.add_argument("--parallel", default="none", help="none | ddp | fsdp (under torchrun)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=0)
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     pl = p.add_argument_group("plan")
     pl.add_argument("--plan", metavar="PRESET", help="size a run of nano-1 or nano-2")
     pl.add_argument("--gpus", type=int, default=8)
