@@ -36,13 +36,12 @@ def check_threads(args):
     n = getattr(args, "threads", None)
     if n is None:                                   # not given: torch's default (all cores)
         return
-    if n < 1 or n > 4 * (os.cpu_count() or 1) + 64:
-        limit = 4 * (os.cpu_count() or 1) + 64
+    limit = 4 * (os.cpu_count() or 1) + 64
+    if n < 1 or n > limit:
         raise NanoError(f"--threads must be between 1 and {limit}, got {n} "
                         "(omit it for one thread per core)")
-    if n:
-        import torch
-        torch.set_num_threads(n)
+    import torch
+    torch.set_num_threads(n)
 
 
 def print_json(obj):

@@ -15,7 +15,7 @@ def add_arguments(p):
     pp.add_argument("--ctx", type=int, default=512, help="window length in tokens (default 512)")
     pp.add_argument("--max-windows", type=int, default=0, help="score only the first N windows")
     pp.add_argument("--backend", choices=["native", "torch"], default="native")
-    pp.add_argument("--threads", type=int, default=None, help="1..256 (default: one per core)")
+    pp.add_argument("--threads", type=int, default=None, help="worker threads (default: one per core)")
     from ..engine import add_native_args
     add_native_args(pp, ctx_option=False)
     pp.add_argument("--json", action="store_true", help='print {"ppl", "tokens"}')
