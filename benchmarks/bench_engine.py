@@ -905,7 +905,8 @@ def plot(state, path):
     runtimes = [rt for rt in RT_ORDER if any(k[2] == rt for k in res)]
     sc = speed_cols(state["results"])
     fig, axes = plt.subplots(1, len(sc), figsize=(5.4 * len(sc), 4.5))
-    labels = [f"{m}\nt={t}" for m in models for t in threads]
+    short = {"smollm2-135m-instruct": "SmolLM2\n135M", "gemma3-270m": "Gemma 3\n270M"}
+    labels = [f"{short.get(m, m)}\nt={t}" for m in models for t in threads]
     for ax, c in zip(axes, sc):
         w = 0.8 / max(len(runtimes), 1)
         for i, rt in enumerate(runtimes):
