@@ -193,6 +193,14 @@ def _sampler(params) -> _SamplerParams:
     return s
 
 
+MAX_THREADS = 256  # the C API's limit (nano.h: n_threads 1..256)
+
+
+def threads_ok(n) -> bool:
+    """A thread count the engine takes: None (one per core) or an int in 1..MAX_THREADS."""
+    return n is None or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_THREADS)
+
+
 class Engine:
     """A loaded .nano model with one context (conversation state)."""
 
@@ -209,9 +217,8 @@ class Engine:
         self._ctok = None
         self.last_result = None
         self.path = path
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= 256):
-            raise NanoError(f"n_threads must be between 1 and 256, got {threads!r} "
+        if not threads_ok(threads):
+            raise NanoError(f"n_threads must be between 1 and {MAX_THREADS}, got {threads!r} "
                             "(threads=None: one per core)")
         if profile not in PROFILES:
             raise NanoError(f"--profile must be low or high, got {profile!r}")
@@ -865,9 +872,8 @@ def add_native_args(p, ctx_option: bool = True, precise_default: bool = False):
 
 def check_native_threads(n):
     """--threads for the native engine: None (not given) = one per core, else 1..256."""
-    limit = 256
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1 or n > limit):
-        raise NanoError(f"--threads must be between 1 and {limit}, got {n} "
+    if not threads_ok(n):
+        raise NanoError(f"--threads must be between 1 and {MAX_THREADS}, got {n} "
                         "(omit it for one thread per core)")
 
 
