@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 import pexpect
 import pytest
@@ -71,8 +72,10 @@ def test_two_turns_reset_stats(model):
 
 def test_streaming_and_ctrl_c(model):
     child = spawn("--temperature", "0", "--threads", "1", "--max-tokens", "400")
-    child.sendline("Write a very long story about a dragon who learns to cook.")
-    child.expect(r"\w+ \w+ \w+")                            # tokens arrive before the end
+    text = "Write a very long story about a dragon who learns to cook."
+    child.sendline(text)
+    child.expect(re.escape(text) + r"\r?\n")            # the pty's echo, not the reply
+    child.expect(r"\w+ \w+ \w+")                            # reply tokens arrive before the end
     child.kill(signal.SIGINT)
     child.expect(r"\[stopped\]\r?\n> ")
     r = reply(child, "Say hello.")                          # the session still works
@@ -80,4 +83,43 @@ def test_streaming_and_ctrl_c(model):
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.0002, 0.001])
+def test_ctrl_c_burst_never_ends_the_session(model, gap):
+    # 300 Ctrl-C from the moment a line is sent land everywhere: at the prompt, between reading
+    # the line and the reply, in prefill and decode, and while a stop is being handled. Each
+    # stops at most that turn; the session then takes /exit and ends with status 0.
+    # (Before the chat's own SIGINT handler, this ended the session about 1 run in 3.)
+    child = spawn("--temperature", "0", "--threads", "1", "--max-tokens", "24")
+    child.sendline("Write a very long story about a dragon who learns to cook.")
+    for _ in range(300):
+        child.kill(signal.SIGINT)
+        time.sleep(gap)
+    time.sleep(0.5)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "error" not in child.before and "Traceback" not in child.before, child.before[-300:]
+    assert child.exitstatus == 0
+
+
+def test_torch_backend_chat_turn_stop_and_stats(model):
+    # the same loop over the PyTorch reference: a turn streams, Ctrl-C stops the next one,
+    # /stats reports the last finished turn, /exit ends with status 0
+    child = spawn("--backend", "torch", "--temperature", "0", "--max-tokens", "8")
+    r = reply(child, "Hi there")
+    assert len(r.split()) >= 1
+    child.sendline("Write a very long story about a dragon who learns to cook.")
+    child.expect(r"cook\.\r?\n")
+    child.kill(signal.SIGINT)
+    child.expect(r"\r?\n> ")
+    child.sendline("/stats")
+    child.expect(r"'prompt_tokens': \d+, 'prefill_tok_s'")
+    child.expect("> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "error" not in child.before
     assert child.exitstatus == 0

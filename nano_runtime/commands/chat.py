@@ -1,4 +1,5 @@
 """nano chat [MODEL]: interactive, streaming chat in the terminal."""
+import signal
 import sys
 
 from ._common import add_backend_args, check_threads, sampling_params
@@ -66,17 +67,61 @@ def _command(line: str, reset, stats) -> str:
     return "done"
 
 
-def _read_line(prompt="> "):
-    """One line from stdin; None at EOF. Ctrl-C at the prompt clears the line."""
+class _CtrlC:
+    """The chat's SIGINT handler: a Ctrl-C raises KeyboardInterrupt once; more Ctrl-C while that
+    one is being handled (stopping the worker, printing " [stopped]") are dropped until the loop
+    re-arms, so mashing Ctrl-C stops a reply but never the session."""
+
+    def __init__(self):
+        self.pending = False
+
+    def __call__(self, signum, frame):
+        if not self.pending:
+            self.pending = True
+            raise KeyboardInterrupt
+
+    def rearm(self):
+        self.pending = False
+
+
+def _loop(turn) -> int:
+    """Read lines and hand each to turn(line) -> "exit" | "done", until /exit or EOF (0).
+    Ctrl-C at the prompt clears the line; Ctrl-C at any point of a turn (also before the first
+    token, or between reading the line and starting the reply) stops it with " [stopped]" and
+    the session goes on, conversation kept."""
+    ctrl_c = _CtrlC()
+    try:
+        previous = signal.signal(signal.SIGINT, ctrl_c)
+    except ValueError:  # not the main thread: keep Python's handler
+        previous = None
+    try:
+        while True:
+            line = None
+            try:
+                line = _read_line(rearm=ctrl_c.rearm)
+                if line is None:
+                    sys.stdout.write("\n")
+                    return 0
+                if line and turn(line) == "exit":
+                    return 0
+            except KeyboardInterrupt:
+                sys.stdout.write(" [stopped]\n" if line else "\n")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _read_line(prompt="> ", rearm=lambda: None):
+    """One line from stdin (stripped); None at EOF. Ctrl-C at the prompt clears the line."""
     while True:
         try:
+            rearm()
             sys.stdout.write(prompt)
             sys.stdout.flush()
             line = sys.stdin.readline()
+            return None if not line else line.strip()
         except KeyboardInterrupt:
             sys.stdout.write("\n")
-            continue
-        return None if not line else line.strip()
 
 
 def _format_stats(eng, session) -> str:
@@ -102,30 +147,22 @@ def chat_loop(eng, args, params):
     plan = eng.plan
     sys.stderr.write(f"nano chat: {args.model} (native, {eng.info['family']}, context "
                      f"{plan['n_ctx']} tokens, KV {plan['kv_type']}). {HELP_TEXT}\n")
-    while True:
-        line = _read_line()
-        if line is None:
-            sys.stdout.write("\n")
-            return 0
-        if not line:
-            continue
+    def turn(line):
         what = _command(line, session.reset, lambda: _format_stats(eng, session))
-        if what == "exit":
-            return 0
-        if what == "done":
-            continue
+        if what != "message":
+            return what
         try:
             for piece in session.send(line):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
-        except KeyboardInterrupt:
-            sys.stdout.write(" [stopped]")
         except Exception as e:  # a NanoError (e.g. context full) ends the turn, not the session
             from ..errors import NanoError
             if not isinstance(e, NanoError):
                 raise
             sys.stdout.write(f"\nerror: {e}")
         sys.stdout.write("\n")
+        return "done"
+    return _loop(turn)
 
 
 def torch_chat(args, params):
@@ -135,18 +172,12 @@ def torch_chat(args, params):
     tok = lm.tokenizer
     sys.stderr.write(f"nano chat: {lm.config.name} (torch backend). {HELP_TEXT}\n")
     history, stats = [], {}
-    while True:
-        line = _read_line()
-        if line is None:
-            sys.stdout.write("\n")
-            return 0
-        if not line:
-            continue
+
+    def turn(line):
+        nonlocal stats
         what = _command(line, history.clear, lambda: str(stats or "(no reply yet)"))
-        if what == "exit":
-            return 0
-        if what == "done":
-            continue
+        if what != "message":
+            return what
         msgs = ([{"role": "system", "content": args.system}] if args.system else []) + history + \
             [{"role": "user", "content": line}]
         ids = tok.encode_chat(msgs)
@@ -168,5 +199,7 @@ def torch_chat(args, params):
             lm.model.clear_cache()
             sys.stdout.write(" [stopped]")
         sys.stdout.write("\n")
-        history += [{"role": "user", "content": line},
-                    {"role": "assistant", "content": tok.decode(out)}]
+        history.extend([{"role": "user", "content": line},
+                        {"role": "assistant", "content": tok.decode(out)}])
+        return "done"
+    return _loop(turn)
