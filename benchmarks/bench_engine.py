@@ -529,7 +529,8 @@ def dram_probe(threads: int, reps: int = 7) -> float:
 def decode_bytes(path: str, pos: int) -> dict:
     """Bytes one decode step reads at position `pos`: every tensor of the .nano except an
     untied embedding table (a tied one is read whole as the output head; the lookup reads one
-    row), plus the f16 K and V cache rows attended to."""
+    row) and the embedded tokenizer (tokenizer.*: read at load, never by a step), plus the f16
+    K and V cache rows attended to."""
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         hdr = json.loads(f.read(n))
@@ -537,7 +538,8 @@ def decode_bytes(path: str, pos: int) -> dict:
     size = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in hdr.items()
             if k != "__metadata__"}
     tied = cfg.get("tie_embeddings", False)
-    w = sum(b for k, b in size.items() if tied or not k.startswith("embed."))
+    w = sum(b for k, b in size.items()
+            if not k.startswith("tokenizer.") and (tied or not k.startswith("embed.")))
     window, pattern = cfg.get("sliding_window") or 0, cfg.get("sliding_window_pattern", 6)
     kv = 0
     for layer in range(cfg["n_layers"]):
