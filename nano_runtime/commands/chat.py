@@ -147,6 +147,7 @@ def chat_loop(eng, args, params):
     plan = eng.plan
     sys.stderr.write(f"nano chat: {args.model} (native, {eng.info['family']}, context "
                      f"{plan['n_ctx']} tokens, KV {plan['kv_type']}). {HELP_TEXT}\n")
+
     def turn(line):
         what = _command(line, session.reset, lambda: _format_stats(eng, session))
         if what != "message":
