@@ -98,7 +98,7 @@ def _loop(turn) -> int:
         while True:
             line = None
             try:
-                line = _read_line(rearm=ctrl_c.rearm)
+                line = _read_line(ctrl_c.rearm)
                 if line is None:
                     sys.stdout.write("\n")
                     return 0
@@ -111,8 +111,9 @@ def _loop(turn) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
-def _read_line(prompt="> ", rearm=lambda: None):
-    """One line from stdin (stripped); None at EOF. Ctrl-C at the prompt clears the line."""
+def _read_line(rearm, prompt="> "):
+    """One line from stdin (stripped); None at EOF. Ctrl-C at the prompt clears the line;
+    rearm() re-arms the chat's Ctrl-C handler before each prompt."""
     while True:
         try:
             rearm()
