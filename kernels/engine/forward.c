@@ -226,18 +226,7 @@ static void attn_task(void *arg, int tid, int nth) {
             pos += len;
         }
         const int n = p - lo + 1;
-        for (int g = 0; g < G; g++) {
-            float *s = sc + (size_t)g * nctx, mx = -INFINITY;
-            for (int r = 0; r < n; r++) mx = s[r] > mx ? s[r] : mx;
-            float sum = 0;
-            for (int r = 0; r < n; r++) {
-                const float e = expf(s[r] - mx);
-                s[r] = e;
-                sum += e;
-            }
-            const float inv = 1.0f / sum;
-            for (int r = 0; r < n; r++) s[r] *= inv;
-        }
+        for (int g = 0; g < G; g++) ops->softmax(sc + (size_t)g * nctx, n);
         float *out = ctx->att + (size_t)t * qdim + (size_t)h0 * hd;
         memset(out, 0, (size_t)G * hd * sizeof *out);
         for (int pos = lo; pos <= p;) {

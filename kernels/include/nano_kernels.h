@@ -130,7 +130,9 @@ NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out);
  * The *_g forms do the same for the G query heads that share one kv head (grouped-query
  * attention), reading and converting each cached row once for all G:
  *   scores_g: q [G, hd] contiguous -> out[j * ostride + r], j < G
- *   accum_g : w[j * wstride + r] -> out [G, hd] contiguous. */
+ *   accum_g : w[j * wstride + r] -> out [G, hd] contiguous.
+ * softmax: in place over n >= 1 finite scores, s[r] = exp(s[r] - max) / sum (the exact
+ * two-pass form; the AVX2 one through a polynomial exp, ~2e-7 relative to libm's). */
 typedef struct {
     void (*scores_f16)(const float *q, const uint16_t *k, int rows, int hd, float scale, float *out);
     void (*accum_f16)(const float *w, const uint16_t *v, int rows, int hd, float *out);
@@ -145,6 +147,7 @@ typedef struct {
                         float scale, float *out, int ostride);
     void (*accum_i8_g)(const float *w, int wstride, int G, const int8_t *v, const float *vs,
                        int rows, int hd, float *out);
+    void (*softmax)(float *s, int n);
 } nano_attn_ops;
 /* The best implementation for the active kernel variant and this head_dim. */
 const nano_attn_ops *nano_attn_ops_get(int head_dim);

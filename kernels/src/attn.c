@@ -66,8 +66,22 @@ static void accum_i8_g_c(const float *w, int wstride, int G, const int8_t *v, co
     for (int j = 0; j < G; j++) accum_i8_c(w + (size_t)j * wstride, v, vs, rows, hd, out + (size_t)j * hd);
 }
 
+static void softmax_c(float *s, int n) {
+    float mx = -INFINITY;
+    for (int r = 0; r < n; r++) mx = s[r] > mx ? s[r] : mx;
+    float sum = 0;
+    for (int r = 0; r < n; r++) {
+        const float e = expf(s[r] - mx);
+        s[r] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int r = 0; r < n; r++) s[r] *= inv;
+}
+
 const nano_attn_ops nano_attn_ops_c = {scores_f16_c,   accum_f16_c,   scores_i8_c,   accum_i8_c,
-                                       scores_f16_g_c, accum_f16_g_c, scores_i8_g_c, accum_i8_g_c};
+                                       scores_f16_g_c, accum_f16_g_c, scores_i8_g_c, accum_i8_g_c,
+                                       softmax_c};
 
 const nano_attn_ops *nano_attn_ops_get(int head_dim) {
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,5 +1,6 @@
 /* attn_avx2.c - AVX2/FMA/F16C attention inner loops (see attn.c); head_dim % 16 == 0. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels_internal.h"
 
@@ -213,9 +214,6 @@ static void accum_i8_g(const float *w, int wstride, int G, const int8_t *v, cons
     accum_g(w, wstride, G, NULL, v, vs, rows, hd, out);
 }
 
-const nano_attn_ops nano_attn_ops_avx2 = {scores_f16,   accum_f16,   scores_i8,   accum_i8,
-                                          scores_f16_g, accum_f16_g, scores_i8_g, accum_i8_g};
-
 /* exp(x) for x in [-87.3, 88.7] (clamped outside): x = n ln2 + r, |r| <= ln2/2, degree-6
  * polynomial for e^r (Cephes coefficients), 2^n through the exponent bits. */
 static inline __m256 exp256(__m256 x) {
@@ -239,6 +237,38 @@ static inline __m256 exp256(__m256 x) {
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
+
+/* softmax in place: vector max, exp(s - max) with its sum, then one scaling pass; the last
+ * n % 8 scores are done with libm (the same formula). */
+static void softmax(float *s, int n) {
+    const int n8 = n / 8 * 8;
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (int r = 0; r < n8; r += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + r));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    for (int r = n8; r < n; r++) mx = s[r] > mx ? s[r] : mx;
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (int r = 0; r < n8; r += 8) {
+        const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + r), vmx));
+        _mm256_storeu_ps(s + r, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float sum = hsum8(vs);
+    for (int r = n8; r < n; r++) {
+        s[r] = expf(s[r] - mx);
+        sum += s[r];
+    }
+    const float inv = 1.0f / sum;
+    const __m256 vi = _mm256_set1_ps(inv);
+    for (int r = 0; r < n8; r += 8) _mm256_storeu_ps(s + r, _mm256_mul_ps(_mm256_loadu_ps(s + r), vi));
+    for (int r = n8; r < n; r++) s[r] *= inv;
+}
+
+const nano_attn_ops nano_attn_ops_avx2 = {scores_f16,   accum_f16,   scores_i8,   accum_i8,
+                                          scores_f16_g, accum_f16_g, scores_i8_g, accum_i8_g,
+                                          softmax};
 
 void nano_glu_avx2(float *a, const float *b, size_t n, int gelu) {
     const __m256 one = _mm256_set1_ps(1.0f);

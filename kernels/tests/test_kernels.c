@@ -272,6 +272,39 @@ static void test_attn(void) {
     nano_kernel_set_variant(-1);
 }
 
+/* softmax (attn*.c): every variant against the plain C form (libm expf) within 1e-6
+ * relative, the outputs sum to 1, and a spread of 100 (scores far below the max underflow
+ * to ~0 on both sides) stays finite. Lengths cover the 8-wide body, its tail and n = 1. */
+static void test_softmax(void) {
+    static const int ns[] = {1, 5, 8, 13, 64, 1027};
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++) {
+        if (!nano_kernel_variant_available(v) || nano_kernel_set_variant(v) != 0) continue;
+        const nano_attn_ops *op = nano_attn_ops_get(64);
+        nano_kernel_set_variant(NANO_VARIANT_SCALAR);
+        const nano_attn_ops *ref = nano_attn_ops_get(64);
+        for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++)
+            for (int spread = 1; spread <= 100; spread *= 10) {
+                const int n = ns[t];
+                float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+                for (int i = 0; i < n; i++) a[i] = b[i] = 3.0f + spread * frand();
+                op->softmax(a, n);
+                ref->softmax(b, n);
+                double sum = 0;
+                for (int i = 0; i < n; i++) {
+                    CHECK(isfinite(a[i]) && fabsf(a[i] - b[i]) <= 1e-6f * b[i] + 1e-30f,
+                          "%s softmax n=%d spread=%d [%d]: %g vs %g", nano_kernel_variant_name(v), n,
+                          spread, i, a[i], b[i]);
+                    sum += a[i];
+                }
+                CHECK(fabs(sum - 1.0) < 1e-5, "%s softmax n=%d sums to %g", nano_kernel_variant_name(v),
+                      n, sum);
+                free(a);
+                free(b);
+            }
+    }
+    nano_kernel_set_variant(-1);
+}
+
 int main(void) {
     printf("available:");
     for (int v = 0; v < NANO_VARIANT_COUNT; v++)
@@ -280,6 +313,7 @@ int main(void) {
     fflush(stdout);
     test_bad_input();
     test_attn();
+    test_softmax();
     static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}, {6, 16416}};
     static const int groups[] = {32, 64, 128};
     static const int ms[] = {1, 3, 5};
