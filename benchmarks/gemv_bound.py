@@ -9,7 +9,10 @@ far beyond the L3), one decode-shaped GEMV pass over all of them per round (the 
 dispatches as the engine's forward pass, nothing else), each pass between two runs of the
 DRAM probe that benchmarks/decode_bound.py uses. Compare its "% of bound" with
 decode_bound.py's on nano-1: equal figures mean the engine loses nothing around its kernels.
-Output: a markdown table on stdout and OUT/gemv_bound.md.
+Each round also reads the same weight buffers with plain wide loads (no arithmetic), with and
+without the GEMV's software prefetch, in a rotating order with the GEMV pass: the GEMV's rate
+as a share of a plain read of the very same pages, and what the prefetch alone costs a plain
+read. Output: a markdown table on stdout and OUT/gemv_bound.md.
 """
 from __future__ import annotations
 
@@ -54,17 +57,27 @@ def main():
     lines = p.stdout.split("\n")
     nbytes = float(lines[0].split()[1])
     rows = [tuple(map(float, ln.split())) for ln in lines[1:] if ln.strip()]
-    g, pr, ratio = zip(*rows)
-    q = statistics.quantiles(ratio, n=4) if len(ratio) > 1 else [ratio[0]] * 3
+    g, pr, ratio, plain, plain_pf = zip(*rows)
+
+    def quart(v):
+        q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+        return f"{statistics.median(v):.0%} ({q[0]:.0%}-{q[2]:.0%})"
+
+    of_plain = [a / b for a, b in zip(g, plain)]
+    pf_cost = [a / b for a, b in zip(plain_pf, plain)]
     text = "\n".join([
         f"# int4 GEMV kernels alone vs the DRAM read probe, {a.threads} thread(s)", "",
         f"{t0}, load average at start {load:.1f}. {a.layers} nano-1-shaped layers "
-        f"({nbytes / 1e6:.0f} MB of codes, scales and mins), {a.rounds} rounds of one GEMV pass "
-        "between two probes (1 GiB, wide loads).", "",
-        "| GEMV GB/s median (min-max) | probe GB/s median | % of bound, median (quartiles) | "
-        "best round |", "|---|---|---|---|",
+        f"({nbytes / 1e6:.0f} MB of codes, scales and mins), {a.rounds} rounds; each: one GEMV "
+        "pass, one plain read of the same buffers and one plain read with the GEMV's software "
+        "prefetch (order rotating), then the probe (1 GiB, wide loads). Ratios are per round, "
+        "medians (quartiles).", "",
+        "| GEMV GB/s median (min-max) | probe GB/s median | GEMV % of bound | best round | "
+        "plain read GB/s | plain read + prefetch GB/s | GEMV / plain read | "
+        "plain + prefetch / plain |", "|---|---|---|---|---|---|---|---|",
         f"| {statistics.median(g):.1f} ({min(g):.1f}-{max(g):.1f}) | {statistics.median(pr):.1f} "
-        f"| {statistics.median(ratio):.0%} ({q[0]:.0%}-{q[2]:.0%}) | {max(ratio):.0%} |", ""])
+        f"| {quart(ratio)} | {max(ratio):.0%} | {statistics.median(plain):.1f} | "
+        f"{statistics.median(plain_pf):.1f} | {quart(of_plain)} | {quart(pf_cost)} |", ""])
     print(text)
     os.makedirs(a.out, exist_ok=True)
     tmp = os.path.join(a.out, "gemv_bound.md.tmp")
