@@ -83,8 +83,10 @@ static void *region(size_t n) {
 /* one 2 MiB-aligned region advised for transparent huge pages, handed out in 128-byte steps */
 static uint8_t *arena, *arena_end;
 
+static size_t up128(size_t n) { return (n + 127) / 128 * 128; }
+
 static void *carve(size_t n) {
-    n = (n + 127) / 128 * 128;
+    n = up128(n);
     if ((size_t)(arena_end - arena) < n) {
         fprintf(stderr, "error: arena exhausted\n");
         exit(1);
@@ -122,9 +124,9 @@ int main(int argc, char **argv) {
                                      {9856, 2048}, {9856, 2048}, {2048, 9856}};
     nano_q4_matrix *W = calloc((size_t)NL * 7, sizeof *W);
     size_t total = 0;
-    for (int j = 0; j < 7; j++) /* codes + scales + mins of one layer, each rounded to 128 */
-        total += ((size_t)shapes[j][0] * shapes[j][1] / 2 + 127) / 128 * 128 +
-                 2 * (((size_t)shapes[j][0] * (shapes[j][1] / 32) * 2 + 127) / 128 * 128);
+    for (int j = 0; j < 7; j++) /* codes + scales + mins of one layer, as carve() hands them out */
+        total += up128((size_t)shapes[j][0] * shapes[j][1] / 2) +
+                 2 * up128((size_t)shapes[j][0] * (shapes[j][1] / 32) * 2);
     total = (total * NL + ((size_t)2 << 20) - 1) / ((size_t)2 << 20) * ((size_t)2 << 20);
     arena = aligned_alloc((size_t)2 << 20, total);
     if (!W || !arena) {
