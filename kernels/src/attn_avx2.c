@@ -155,27 +155,42 @@ static inline __attribute__((always_inline)) void scores_g(const float *q, int G
     }
 }
 
+/* The rows are taken in blocks of ACC_RB (8 KiB of f16 cache at head_dim 128, so a block
+ * stays in L1 across the head_dim / 16 strips), and while a block is walked the next
+ * block's lines are prefetched, one line per row in each of the first strips. Per output
+ * element the FMAs run over the rows in the same order as an unblocked walk (the partial
+ * sum goes through out between blocks, exactly), so blocking changes no result. */
+#define ACC_RB 32
 static inline __attribute__((always_inline)) void accum_blk(const float *w, int wstride, const int B,
         const uint16_t *v16, const int8_t *v8, const float *vs, int rows, int hd, float *out) {
-    for (int d = 0; d < hd; d += 16) {
-        __m256 o0[GQ], o1[GQ];
-        for (int j = 0; j < B; j++) {
-            o0[j] = _mm256_loadu_ps(out + (size_t)j * hd + d);
-            o1[j] = _mm256_loadu_ps(out + (size_t)j * hd + d + 8);
-        }
-        for (int r = 0; r < rows; r++) {
-            __m256 v0, v1;
-            load_row16(v16, v8, (size_t)r * hd + d, &v0, &v1);
+    const int rowbytes = v16 ? 2 * hd : hd;
+    const char *vb = v16 ? (const char *)v16 : (const char *)v8;
+    for (int r0 = 0; r0 < rows; r0 += ACC_RB) {
+        const int r1 = rows - r0 < ACC_RB ? rows : r0 + ACC_RB;
+        const int pf_rows = rows - r1 < ACC_RB ? rows - r1 : ACC_RB; /* rows of the next block */
+        for (int d = 0; d < hd; d += 16) {
+            const int line = (d / 16) * 64; /* the line of each next-block row this strip prefetches */
+            __m256 o0[GQ], o1[GQ];
             for (int j = 0; j < B; j++) {
-                const __m256 a = v16 ? _mm256_broadcast_ss(w + (size_t)j * wstride + r)
-                                     : _mm256_set1_ps(w[(size_t)j * wstride + r] * vs[r]);
-                o0[j] = _mm256_fmadd_ps(a, v0, o0[j]);
-                o1[j] = _mm256_fmadd_ps(a, v1, o1[j]);
+                o0[j] = _mm256_loadu_ps(out + (size_t)j * hd + d);
+                o1[j] = _mm256_loadu_ps(out + (size_t)j * hd + d + 8);
             }
-        }
-        for (int j = 0; j < B; j++) {
-            _mm256_storeu_ps(out + (size_t)j * hd + d, o0[j]);
-            _mm256_storeu_ps(out + (size_t)j * hd + d + 8, o1[j]);
+            for (int r = r0; r < r1; r++) {
+                __m256 v0, v1;
+                if (line < rowbytes && r - r0 < pf_rows)
+                    _mm_prefetch(vb + (size_t)(r + ACC_RB) * rowbytes + line, _MM_HINT_T0);
+                load_row16(v16, v8, (size_t)r * hd + d, &v0, &v1);
+                for (int j = 0; j < B; j++) {
+                    const __m256 a = v16 ? _mm256_broadcast_ss(w + (size_t)j * wstride + r)
+                                         : _mm256_set1_ps(w[(size_t)j * wstride + r] * vs[r]);
+                    o0[j] = _mm256_fmadd_ps(a, v0, o0[j]);
+                    o1[j] = _mm256_fmadd_ps(a, v1, o1[j]);
+                }
+            }
+            for (int j = 0; j < B; j++) {
+                _mm256_storeu_ps(out + (size_t)j * hd + d, o0[j]);
+                _mm256_storeu_ps(out + (size_t)j * hd + d + 8, o1[j]);
+            }
         }
     }
 }

@@ -209,6 +209,7 @@ typedef struct {
     const void *x;
     float *y;
     nano_q8_act *act; /* JOB_QUANT */
+    int guided;       /* GEMV: the thread count of a guided split (0: even split) */
 } job_t;
 
 #define ROW_ALIGN 16 /* output rows per thread chunk are a multiple of this */
@@ -218,6 +219,41 @@ static void split(int total, int align, int tid, int nt, int *lo, int *hi) { /* 
     chunk = (chunk + align - 1) / align * align;
     *lo = tid * chunk < total ? tid * chunk : total;
     *hi = *lo + chunk < total ? *lo + chunk : total;
+}
+
+/* Guided split of `units` over nt threads: chunk sizes shrink (each a 1/(2 nt) share of
+ * what is left, at least 2 units), so the last chunks are small and the threads finish
+ * together. Returns the chunk count; with c >= 0 also chunk c's unit range. Used for
+ * GEMV (decode), where a job is short and memory-bound: with 4 even chunks per thread
+ * the thread that lost the race for the last chunk sat idle for up to a chunk's time
+ * (nano-1, 2 threads: the worker idle 8.4% of its time; guided: 2.9%, decode ~4% faster). */
+static int guided(int units, int nt, int c, int *lo, int *hi) {
+    int rem = units, pos = 0, i = 0;
+    if (c >= 0) *lo = *hi = units;
+    while (rem > 0) {
+        int sz = (rem + 2 * nt - 1) / (2 * nt);
+        if (sz < 2) sz = 2;
+        if (sz > rem) sz = rem;
+        if (i == c) {
+            *lo = pos;
+            *hi = pos + sz;
+        }
+        pos += sz;
+        rem -= sz;
+        i++;
+    }
+    return i;
+}
+
+/* chunk c of nc over n output rows: guided over gnt threads (gnt > 0), else even */
+static void out_rows(int n, int gnt, int c, int nc, int *lo, int *hi) {
+    if (!gnt) {
+        split(n, ROW_ALIGN, c, nc, lo, hi);
+        return;
+    }
+    guided((n + ROW_ALIGN - 1) / ROW_ALIGN, gnt, c, lo, hi);
+    *lo = *lo * ROW_ALIGN < n ? *lo * ROW_ALIGN : n;
+    *hi = *hi * ROW_ALIGN < n ? *hi * ROW_ALIGN : n;
 }
 
 /* chunk c of nc: a contiguous range of rows (quantization) or output columns */
@@ -233,7 +269,7 @@ static void job_fn(void *arg, int c, int nc) {
                             j->act->d + (size_t)i * nb, j->act->ds + (size_t)i * nb);
         return;
     }
-    split(j->n, ROW_ALIGN, c, nc, &lo, &hi);
+    out_rows(j->n, j->guided, c, nc, &lo, &hi);
     if (lo >= hi) return;
     switch (j->kind) {
     case JOB_Q4_F32: j->t->q4_f32(j->w, j->x, j->y, j->m, lo, hi); break;
@@ -255,6 +291,10 @@ static int run_job(job_t *j, nano_pool *pool) {
     } else {
         units = (j->n + ROW_ALIGN - 1) / ROW_ALIGN;
         nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+        if (j->m == 1 && nt > 1) {
+            j->guided = nt;
+            nc = guided(units, nt, -1, NULL, NULL);
+        }
     }
     if (!pool || nt == 1 || nc <= 1) {
         job_fn(j, 0, 1);
@@ -269,7 +309,7 @@ NANO_API int nano_quantize_act_q8(const float *x, int m, int k, nano_q8_act *act
     if (m < 1 || k < NANO_QK || k % NANO_QK || act->k != k || m > act->m) return NANO_K_ERR_SHAPE;
     if (!ALIGNED(x, 4) || !ALIGNED(act->d, 4) || !ALIGNED(act->ds, 4)) return NANO_K_ERR_ALIGN;
     act->m = m;
-    job_t j = {NULL, JOB_QUANT, m, 0, NULL, x, NULL, act};
+    job_t j = {NULL, JOB_QUANT, m, 0, NULL, x, NULL, act, 0};
     return run_job(&j, pool);
 }
 
@@ -278,7 +318,7 @@ NANO_API int nano_q4_matmul_f32(const nano_q4_matrix *w, const float *x, float *
     int st = check_q4(w);
     if (st == NANO_K_OK) st = check_f32_io(x, y, m);
     if (st != NANO_K_OK) return st;
-    job_t j = {NULL, JOB_Q4_F32, m, w->n, w, x, y, NULL};
+    job_t j = {NULL, JOB_Q4_F32, m, w->n, w, x, y, NULL, 0};
     return run_job(&j, pool);
 }
 
@@ -287,7 +327,7 @@ NANO_API int nano_q4_matmul_q8act(const nano_q4_matrix *w, const nano_q8_act *x,
     int st = check_q4(w);
     if (st == NANO_K_OK) st = check_act(x, w->k, y);
     if (st != NANO_K_OK) return st;
-    job_t j = {NULL, JOB_Q4_Q8, x->m, w->n, w, x, y, NULL};
+    job_t j = {NULL, JOB_Q4_Q8, x->m, w->n, w, x, y, NULL, 0};
     return run_job(&j, pool);
 }
 
@@ -298,13 +338,13 @@ typedef struct {
     const nano_q4_matrix *const *w;
     float *const *y;
     const nano_q8_act *x;
-    int count, total;
+    int count, total, guided;
 } multi_job_t;
 
 static void multi_fn(void *arg, int c, int nc) {
     const multi_job_t *j = (const multi_job_t *)arg;
     int lo, hi;
-    split(j->total, ROW_ALIGN, c, nc, &lo, &hi);
+    out_rows(j->total, j->guided, c, nc, &lo, &hi);
     for (int i = 0, base = 0; i < j->count && lo < hi; base += j->w[i]->n, i++) {
         const int a = lo > base ? lo - base : 0;
         const int b = hi - base < j->w[i]->n ? hi - base : j->w[i]->n;
@@ -324,9 +364,13 @@ NANO_API int nano_q4_matmul_q8act_multi(const nano_q4_matrix *const *w, float *c
         total += w[i]->n;
     }
     if (total > MAX_DIM) return NANO_K_ERR_SHAPE;
-    multi_job_t j = {active(), w, y, x, count, (int)total};
+    multi_job_t j = {active(), w, y, x, count, (int)total, 0};
     const int nt = nano_pool_size(pool), units = (j.total + ROW_ALIGN - 1) / ROW_ALIGN;
-    const int nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+    int nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+    if (x->m == 1 && nt > 1) {
+        j.guided = nt;
+        nc = guided(units, nt, -1, NULL, NULL);
+    }
     if (!pool || nt == 1 || nc <= 1) {
         multi_fn(&j, 0, 1);
         return NANO_K_OK;
@@ -339,7 +383,7 @@ NANO_API int nano_q8_matmul_f32(const nano_q8_matrix *w, const float *x, float *
     int st = check_q8(w);
     if (st == NANO_K_OK) st = check_f32_io(x, y, m);
     if (st != NANO_K_OK) return st;
-    job_t j = {NULL, JOB_Q8_F32, m, w->n, w, x, y, NULL};
+    job_t j = {NULL, JOB_Q8_F32, m, w->n, w, x, y, NULL, 0};
     return run_job(&j, pool);
 }
 
@@ -348,7 +392,7 @@ NANO_API int nano_q8_matmul_q8act(const nano_q8_matrix *w, const nano_q8_act *x,
     int st = check_q8(w);
     if (st == NANO_K_OK) st = check_act(x, w->k, y);
     if (st != NANO_K_OK) return st;
-    job_t j = {NULL, JOB_Q8_Q8, x->m, w->n, w, x, y, NULL};
+    job_t j = {NULL, JOB_Q8_Q8, x->m, w->n, w, x, y, NULL, 0};
     return run_job(&j, pool);
 }
 
