@@ -386,7 +386,10 @@ INLINE void q4q8_gemv(const nano_q4_matrix *w, const nano_q8_act *x, float *y, i
 #if GEMV_PF > 0
             _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF), GEMV_PF_HINT);
             _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF + 64), GEMV_PF_HINT);
-            if ((b & 31) == 0) _mm_prefetch((const char *)(sc + b + GEMV_PF / 16), GEMV_PF_HINT);
+            if ((b & 31) == 0) { /* the scales (and mins) streams: a line per 32 blocks */
+                _mm_prefetch((const char *)(sc + b + GEMV_PF / 16), GEMV_PF_HINT);
+                if (ASYM) _mm_prefetch((const char *)(mn + b + GEMV_PF / 16), GEMV_PF_HINT);
+            }
 #endif
 #if GEMV_PF2 > 0
             _mm_prefetch((const char *)(wr + b * 16 + GEMV_PF2), _MM_HINT_T1);
