@@ -250,6 +250,7 @@ size_t nano_attn_scratch_floats(int head_dim, int n_heads) {
 static void kv_store(nano_context *ctx, int l, int T, int pos0) {
     const nano_config *c = &ctx->model->cfg;
     int hd = c->head_dim, nkv = c->n_kv_heads, cap = ctx->cap[l], kvd = nkv * hd;
+    const nano_attn_ops *ops = nano_attn_ops_get(hd);
     for (int t = 0; t < T; t++) {
         int slot = (pos0 + t) % cap;
         for (int h = 0; h < nkv; h++) {
@@ -257,8 +258,8 @@ static void kv_store(nano_context *ctx, int l, int T, int pos0) {
             const float *v = ctx->v + (size_t)t * kvd + (size_t)h * hd;
             size_t s = (size_t)h * cap + (size_t)slot;
             if (ctx->kv_type == NANO_KV_F16) {
-                nano_fp32_to_fp16_array(k, ctx->k16[l] + s * hd, (size_t)hd);
-                nano_fp32_to_fp16_array(v, ctx->v16[l] + s * hd, (size_t)hd);
+                ops->to_f16(k, ctx->k16[l] + s * hd, hd);
+                ops->to_f16(v, ctx->v16[l] + s * hd, hd);
             } else {
                 const float *src[2] = {k, v};
                 int8_t *dst[2] = {ctx->k8[l] + s * hd, ctx->v8[l] + s * hd};

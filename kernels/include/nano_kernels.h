@@ -132,7 +132,8 @@ NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out);
  *   scores_g: q [G, hd] contiguous -> out[j * ostride + r], j < G
  *   accum_g : w[j * wstride + r] -> out [G, hd] contiguous.
  * softmax: in place over n >= 1 finite scores, s[r] = exp(s[r] - max) / sum (the exact
- * two-pass form; the AVX2 one through a polynomial exp, ~2e-7 relative to libm's). */
+ * two-pass form; the AVX2 one through a polynomial exp, ~2e-7 relative to libm's).
+ * to_f16: dst[i] = nano_fp32_to_fp16(src[i]) for i < n, bit for bit (storing K/V rows). */
 typedef struct {
     void (*scores_f16)(const float *q, const uint16_t *k, int rows, int hd, float scale, float *out);
     void (*accum_f16)(const float *w, const uint16_t *v, int rows, int hd, float *out);
@@ -148,6 +149,7 @@ typedef struct {
     void (*accum_i8_g)(const float *w, int wstride, int G, const int8_t *v, const float *vs,
                        int rows, int hd, float *out);
     void (*softmax)(float *s, int n);
+    void (*to_f16)(const float *src, uint16_t *dst, int n);
 } nano_attn_ops;
 /* The best implementation for the active kernel variant and this head_dim. */
 const nano_attn_ops *nano_attn_ops_get(int head_dim);

@@ -79,9 +79,13 @@ static void softmax_c(float *s, int n) {
     for (int r = 0; r < n; r++) s[r] *= inv;
 }
 
+static void to_f16_c(const float *src, uint16_t *dst, int n) {
+    for (int i = 0; i < n; i++) dst[i] = nano_fp32_to_fp16(src[i]);
+}
+
 const nano_attn_ops nano_attn_ops_c = {scores_f16_c,   accum_f16_c,   scores_i8_c,   accum_i8_c,
                                        scores_f16_g_c, accum_f16_g_c, scores_i8_g_c, accum_i8_g_c,
-                                       softmax_c};
+                                       softmax_c, to_f16_c};
 
 const nano_attn_ops *nano_attn_ops_get(int head_dim) {
 #if defined(__x86_64__) || defined(_M_X64)

@@ -281,9 +281,19 @@ static void softmax(float *s, int n) {
     for (int r = n8; r < n; r++) s[r] *= inv;
 }
 
+/* F16C conversion rounds to nearest even, gives infinities and subnormals as the C form
+ * does and keeps a NaN quiet with its top payload bits: the same bits */
+static void to_f16(const float *src, uint16_t *dst, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) dst[i] = nano_fp32_to_fp16(src[i]);
+}
+
 const nano_attn_ops nano_attn_ops_avx2 = {scores_f16,   accum_f16,   scores_i8,   accum_i8,
                                           scores_f16_g, accum_f16_g, scores_i8_g, accum_i8_g,
-                                          softmax};
+                                          softmax, to_f16};
 
 void nano_glu_avx2(float *a, const float *b, size_t n, int gelu) {
     const __m256 one = _mm256_set1_ps(1.0f);

@@ -355,6 +355,52 @@ static void test_softmax(void) {
     nano_kernel_set_variant(-1);
 }
 
+/* to_f16 (storing K/V rows): every variant bit for bit against nano_fp32_to_fp16 over a
+ * sweep of all float bit patterns (every 997th: both signs, zeros, subnormals, the
+ * rounding ties, overflow to infinity, NaNs) and lengths that leave vector tails. */
+static void test_to_f16(void) {
+    enum { N = 4099 };
+    float *src = malloc(sizeof(float) * N);
+    uint16_t *got = malloc(2 * N);
+    for (int v = 0; v < NANO_VARIANT_COUNT; v++) {
+        if (!nano_kernel_variant_available(v) || nano_kernel_set_variant(v) != 0) continue;
+        const nano_attn_ops *op = nano_attn_ops_get(64);
+        int bad = 0;
+        for (uint64_t u0 = 0; u0 < (1ull << 32) && !bad; u0 += (uint64_t)N * 997) {
+            int n = 0;
+            for (uint64_t u = u0; n < N && u < (1ull << 32); u += 997, n++) {
+                const uint32_t b = (uint32_t)u;
+                memcpy(&src[n], &b, 4);
+            }
+            op->to_f16(src, got, n);
+            for (int i = 0; i < n && !bad; i++) {
+                const uint16_t want = nano_fp32_to_fp16(src[i]);
+                uint32_t b;
+                memcpy(&b, &src[i], 4);
+                if (got[i] != want) {
+                    bad = 1;
+                    CHECK(0, "%s to_f16(0x%08x) = 0x%04x, want 0x%04x", nano_kernel_variant_name(v), b,
+                          got[i], want);
+                }
+            }
+        }
+        /* exact ties and the edges, at every offset of a short row */
+        static const uint32_t edge[] = {0x00000000u, 0x80000000u, 0x3f801000u, 0x3f803000u, 0x477fe000u,
+                                        0x477ff000u, 0x477fefffu, 0x7f800000u, 0xff800000u, 0x7fc00001u,
+                                        0xffa00000u, 0x38800000u, 0x387fffffu, 0x33000000u, 0x33000001u,
+                                        0x337fffffu, 0x00000001u};
+        const int ne = (int)(sizeof edge / sizeof edge[0]);
+        for (int i = 0; i < ne; i++) memcpy(&src[i], &edge[i], 4);
+        op->to_f16(src, got, ne);
+        for (int i = 0; i < ne; i++)
+            CHECK(got[i] == nano_fp32_to_fp16(src[i]), "%s to_f16(0x%08x) = 0x%04x, want 0x%04x",
+                  nano_kernel_variant_name(v), edge[i], got[i], nano_fp32_to_fp16(src[i]));
+    }
+    nano_kernel_set_variant(-1);
+    free(src);
+    free(got);
+}
+
 int main(void) {
     printf("available:");
     for (int v = 0; v < NANO_VARIANT_COUNT; v++)
@@ -364,6 +410,7 @@ int main(void) {
     test_bad_input();
     test_attn();
     test_softmax();
+    test_to_f16();
     static const int shapes[][2] = {{1, 32}, {7, 96}, {33, 160}, {17, 288}, {64, 256}, {5, 416}, {40, 1056}, {6, 16416}};
     static const int groups[] = {32, 64, 128};
     static const int ms[] = {1, 3, 5};
