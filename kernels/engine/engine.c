@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -178,26 +179,48 @@ NANO_API nano_context_params nano_context_default_params(void) {
     return p;
 }
 
-static void *zalloc(nano_context *ctx, size_t bytes, int kv) {
+static void *zalloc(nano_context *ctx, size_t bytes) {
     void *p = NULL;
     if (posix_memalign(&p, 64, bytes ? bytes : 64)) return NULL;
     memset(p, 0, bytes ? bytes : 64);
-    if (kv) ctx->kv_bytes += (int64_t)bytes;
-    else ctx->scratch_bytes += (int64_t)bytes;
+    ctx->scratch_bytes += (int64_t)bytes;
+    return p;
+}
+
+/* The KV cache of every layer in one zeroed allocation, sliced by kv_take. Decode walks
+ * each head's rows once per step, long after the weights streamed through the caches
+ * evicted them and their translations; with 4 KiB pages a walk takes a TLB miss every 16
+ * rows (fp16, head_dim 128). One allocation, 2 MiB-aligned and advised for transparent
+ * huge pages (where the kernel offers them; nothing changes elsewhere), wastes at most
+ * one partly used huge page. nano-1 at position ~400: attention 15% faster. */
+#define KV_HUGE (2u << 20)
+static int kv_alloc(nano_context *ctx, size_t bytes) {
+    const size_t align = bytes >= KV_HUGE ? KV_HUGE : 64;
+    const size_t n = (bytes + align - 1) / align * align;
+    if (posix_memalign(&ctx->kv_arena, align, n ? n : 64)) {
+        ctx->kv_arena = NULL;
+        return -1;
+    }
+#ifdef MADV_HUGEPAGE
+    if (align == KV_HUGE) madvise(ctx->kv_arena, n, MADV_HUGEPAGE);
+#endif
+    memset(ctx->kv_arena, 0, n ? n : 64);
+    ctx->kv_bytes = (int64_t)bytes;
+    return 0;
+}
+
+/* the next `bytes` of the arena (64-byte aligned slices) */
+static void *kv_take(char **cur, size_t bytes) {
+    void *p = *cur;
+    *cur += (bytes + 63) / 64 * 64;
     return p;
 }
 
 NANO_API void nano_context_free(nano_context *ctx) {
     if (!ctx) return;
     int L = ctx->model ? ctx->model->cfg.n_layers : 0;
-    for (int l = 0; l < L; l++) {
-        if (ctx->k16) free(ctx->k16[l]);
-        if (ctx->v16) free(ctx->v16[l]);
-        if (ctx->k8) free(ctx->k8[l]);
-        if (ctx->v8) free(ctx->v8[l]);
-        if (ctx->ks) free(ctx->ks[l]);
-        if (ctx->vs) free(ctx->vs[l]);
-    }
+    (void)L;
+    free(ctx->kv_arena);
     free(ctx->k16); free(ctx->v16); free(ctx->k8); free(ctx->v8); free(ctx->ks); free(ctx->vs);
     free(ctx->cap);
     free(ctx->x); free(ctx->xb); free(ctx->q); free(ctx->k); free(ctx->v); free(ctx->att);
@@ -244,35 +267,43 @@ NANO_API int nano_context_create(nano_model *m, const nano_context_params *param
     if (!ctx->cap || (f16 && (!ctx->k16 || !ctx->v16)) ||
         (!f16 && (!ctx->k8 || !ctx->v8 || !ctx->ks || !ctx->vs)))
         goto oom;
+    size_t kv_total = 0; /* per layer: K and V rows (and int8 row scales), 64-byte slices */
     for (int l = 0; l < L; l++) {
-        int cap = layer_cap(c, l, ctx->n_ctx, B);
-        ctx->cap[l] = cap;
-        size_t slots = (size_t)nkv * cap;
+        ctx->cap[l] = layer_cap(c, l, ctx->n_ctx, B);
+        const size_t slots = (size_t)nkv * ctx->cap[l];
+        kv_total += f16 ? 2 * ((slots * hd * 2 + 63) / 64 * 64)
+                        : 2 * ((slots * hd + 63) / 64 * 64) + 2 * ((slots * 4 + 63) / 64 * 64);
+    }
+    if (kv_alloc(ctx, kv_total)) goto oom;
+    char *cur = ctx->kv_arena;
+    for (int l = 0; l < L; l++) {
+        const size_t slots = (size_t)nkv * ctx->cap[l];
         if (f16) {
-            if (!(ctx->k16[l] = zalloc(ctx, slots * hd * 2, 1)) || !(ctx->v16[l] = zalloc(ctx, slots * hd * 2, 1)))
-                goto oom;
+            ctx->k16[l] = kv_take(&cur, slots * hd * 2);
+            ctx->v16[l] = kv_take(&cur, slots * hd * 2);
         } else {
-            if (!(ctx->k8[l] = zalloc(ctx, slots * hd, 1)) || !(ctx->v8[l] = zalloc(ctx, slots * hd, 1)) ||
-                !(ctx->ks[l] = zalloc(ctx, slots * 4, 1)) || !(ctx->vs[l] = zalloc(ctx, slots * 4, 1)))
-                goto oom;
+            ctx->k8[l] = kv_take(&cur, slots * hd);
+            ctx->v8[l] = kv_take(&cur, slots * hd);
+            ctx->ks[l] = kv_take(&cur, slots * 4);
+            ctx->vs[l] = kv_take(&cur, slots * 4);
         }
     }
     size_t F = sizeof(float);
     ctx->actbuf_bytes = nano_q8_act_bytes(B, (int)kmax);
-    if (!(ctx->x = zalloc(ctx, B * dim * F, 0)) || !(ctx->xb = zalloc(ctx, B * dim * F, 0)) ||
-        !(ctx->h = zalloc(ctx, B * dim * F, 0)) || !(ctx->q = zalloc(ctx, B * qd * F, 0)) ||
-        !(ctx->att = zalloc(ctx, B * qd * F, 0)) || !(ctx->k = zalloc(ctx, B * kvd * F, 0)) ||
-        !(ctx->v = zalloc(ctx, B * kvd * F, 0)) || !(ctx->hb = zalloc(ctx, B * hid * F, 0)) ||
-        !(ctx->hb2 = zalloc(ctx, B * hid * F, 0)) || !(ctx->rope = zalloc(ctx, 2 * (size_t)B * hd * F, 0)) ||
-        !(ctx->scores = zalloc(ctx, (size_t)ctx->n_threads * ctx->n_ctx * (c->n_heads / c->n_kv_heads) * F, 0)) ||
+    if (!(ctx->x = zalloc(ctx, B * dim * F)) || !(ctx->xb = zalloc(ctx, B * dim * F)) ||
+        !(ctx->h = zalloc(ctx, B * dim * F)) || !(ctx->q = zalloc(ctx, B * qd * F)) ||
+        !(ctx->att = zalloc(ctx, B * qd * F)) || !(ctx->k = zalloc(ctx, B * kvd * F)) ||
+        !(ctx->v = zalloc(ctx, B * kvd * F)) || !(ctx->hb = zalloc(ctx, B * hid * F)) ||
+        !(ctx->hb2 = zalloc(ctx, B * hid * F)) || !(ctx->rope = zalloc(ctx, 2 * (size_t)B * hd * F)) ||
+        !(ctx->scores = zalloc(ctx, (size_t)ctx->n_threads * ctx->n_ctx * (c->n_heads / c->n_kv_heads) * F)) ||
         !(ctx->attn_scratch = zalloc(ctx, (size_t)ctx->n_threads *
-                                     (ctx->attn_scratch_floats = nano_attn_scratch_floats(hd, c->n_heads)) * F, 0)) ||
-        !(ctx->actbuf = zalloc(ctx, ctx->actbuf_bytes, 0)) ||
-        !(ctx->logits = zalloc(ctx, (size_t)c->vocab_size * F, 0)) ||
-        !(ctx->probs = zalloc(ctx, (size_t)c->vocab_size * F, 0)) ||
-        !(ctx->idx = zalloc(ctx, (size_t)c->vocab_size * 4, 0)) ||
-        !(ctx->seen = zalloc(ctx, (size_t)c->vocab_size, 0)) ||
-        !(ctx->tokens = zalloc(ctx, (size_t)ctx->n_ctx * 4, 0)))
+                                     (ctx->attn_scratch_floats = nano_attn_scratch_floats(hd, c->n_heads)) * F)) ||
+        !(ctx->actbuf = zalloc(ctx, ctx->actbuf_bytes)) ||
+        !(ctx->logits = zalloc(ctx, (size_t)c->vocab_size * F)) ||
+        !(ctx->probs = zalloc(ctx, (size_t)c->vocab_size * F)) ||
+        !(ctx->idx = zalloc(ctx, (size_t)c->vocab_size * 4)) ||
+        !(ctx->seen = zalloc(ctx, (size_t)c->vocab_size)) ||
+        !(ctx->tokens = zalloc(ctx, (size_t)ctx->n_ctx * 4)))
         goto oom;
     if (nano_q8_act_init(&ctx->act, ctx->actbuf, ctx->actbuf_bytes, B, (int)kmax)) {
         nano_context_free(ctx);

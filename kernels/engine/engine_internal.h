@@ -102,6 +102,7 @@ struct nano_context {
     /* KV cache, per layer l: cap[l] slots (n_ctx for global layers, a ring of
      * window + n_batch for local ones). Layout [n_kv, cap, hd]. */
     int *cap;
+    void *kv_arena;         /* every layer's cache, one allocation (see kv_alloc) */
     uint16_t **k16, **v16;  /* fp16 cache */
     int8_t **k8, **v8;      /* int8 cache: q [n_kv, cap, hd] */
     float **ks, **vs;       /*             scale [n_kv, cap]  */
