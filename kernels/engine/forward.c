@@ -205,6 +205,7 @@ static void attn_task(void *arg, int tid, int nth) {
     const int qdim = H * hd, cap = ctx->cap[j->layer], T = j->T, l = j->layer;
     const int f16 = ctx->kv_type == NANO_KV_F16, nctx = ctx->n_ctx;
     const float scale = 1.0f / sqrtf(c->query_pre_attn_scalar);
+    const int cold = T == 1; /* decode: the cache rows were evicted by the weight stream */
     int nsplit = 1;
     while (nsplit < rep && T * c->n_kv_heads * nsplit < 2 * nth) nsplit++;
     const int gs = (rep + nsplit - 1) / nsplit, per_kv = (rep + gs - 1) / gs;
@@ -220,9 +221,9 @@ static void attn_task(void *arg, int tid, int nth) {
         for (int pos = lo; pos <= p;) {
             const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
             const size_t slot = base + (size_t)s0;
-            if (f16) ops->scores_f16_g(q, G, ctx->k16[l] + slot * hd, len, hd, scale, sc + (pos - lo), nctx);
+            if (f16) ops->scores_f16_g(q, G, ctx->k16[l] + slot * hd, len, hd, scale, sc + (pos - lo), nctx, cold);
             else ops->scores_i8_g(q, G, ctx->k8[l] + slot * hd, ctx->ks[l] + slot, len, hd, scale,
-                                  sc + (pos - lo), nctx);
+                                  sc + (pos - lo), nctx, cold);
             pos += len;
         }
         const int n = p - lo + 1;
@@ -232,9 +233,9 @@ static void attn_task(void *arg, int tid, int nth) {
         for (int pos = lo; pos <= p;) {
             const int s0 = pos % cap, len = p - pos + 1 < cap - s0 ? p - pos + 1 : cap - s0;
             const size_t slot = base + (size_t)s0;
-            if (f16) ops->accum_f16_g(sc + (pos - lo), nctx, G, ctx->v16[l] + slot * hd, len, hd, out);
+            if (f16) ops->accum_f16_g(sc + (pos - lo), nctx, G, ctx->v16[l] + slot * hd, len, hd, out, cold);
             else ops->accum_i8_g(sc + (pos - lo), nctx, G, ctx->v8[l] + slot * hd, ctx->vs[l] + slot,
-                                 len, hd, out);
+                                 len, hd, out, cold);
             pos += len;
         }
     }

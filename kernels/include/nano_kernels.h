@@ -131,6 +131,8 @@ NANO_API int nano_q8_dequant_row(const nano_q8_matrix *w, int row, float *out);
  * attention), reading and converting each cached row once for all G:
  *   scores_g: q [G, hd] contiguous -> out[j * ostride + r], j < G
  *   accum_g : w[j * wstride + r] -> out [G, hd] contiguous.
+ *   cold != 0: the rows are likely out of cache (decode: the weights streamed since they
+ *   were last read), so the vector forms prefetch ahead of the walk; results are the same.
  * softmax: in place over n >= 1 finite scores, s[r] = exp(s[r] - max) / sum (the exact
  * two-pass form; the AVX2 one through a polynomial exp, ~2e-7 relative to libm's).
  * to_f16: dst[i] = nano_fp32_to_fp16(src[i]) for i < n, bit for bit (storing K/V rows). */
@@ -141,13 +143,13 @@ typedef struct {
                       float scale, float *out);
     void (*accum_i8)(const float *w, const int8_t *v, const float *vs, int rows, int hd, float *out);
     void (*scores_f16_g)(const float *q, int G, const uint16_t *k, int rows, int hd, float scale,
-                         float *out, int ostride);
+                         float *out, int ostride, int cold);
     void (*accum_f16_g)(const float *w, int wstride, int G, const uint16_t *v, int rows, int hd,
-                        float *out);
+                        float *out, int cold);
     void (*scores_i8_g)(const float *q, int G, const int8_t *k, const float *ks, int rows, int hd,
-                        float scale, float *out, int ostride);
+                        float scale, float *out, int ostride, int cold);
     void (*accum_i8_g)(const float *w, int wstride, int G, const int8_t *v, const float *vs,
-                       int rows, int hd, float *out);
+                       int rows, int hd, float *out, int cold);
     void (*softmax)(float *s, int n);
     void (*to_f16)(const float *src, uint16_t *dst, int n);
 } nano_attn_ops;

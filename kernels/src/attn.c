@@ -46,23 +46,27 @@ static void accum_i8_c(const float *w, const int8_t *v, const float *vs, int row
 
 /* grouped forms: head by head (the reference; bit-identical to G separate calls) */
 static void scores_f16_g_c(const float *q, int G, const uint16_t *k, int rows, int hd, float scale,
-                           float *out, int ostride) {
+                           float *out, int ostride, int cold) {
+    (void)cold;
     for (int j = 0; j < G; j++) scores_f16_c(q + (size_t)j * hd, k, rows, hd, scale, out + (size_t)j * ostride);
 }
 
 static void accum_f16_g_c(const float *w, int wstride, int G, const uint16_t *v, int rows, int hd,
-                          float *out) {
+                          float *out, int cold) {
+    (void)cold;
     for (int j = 0; j < G; j++) accum_f16_c(w + (size_t)j * wstride, v, rows, hd, out + (size_t)j * hd);
 }
 
 static void scores_i8_g_c(const float *q, int G, const int8_t *k, const float *ks, int rows, int hd,
-                          float scale, float *out, int ostride) {
+                          float scale, float *out, int ostride, int cold) {
+    (void)cold;
     for (int j = 0; j < G; j++)
         scores_i8_c(q + (size_t)j * hd, k, ks, rows, hd, scale, out + (size_t)j * ostride);
 }
 
 static void accum_i8_g_c(const float *w, int wstride, int G, const int8_t *v, const float *vs,
-                         int rows, int hd, float *out) {
+                         int rows, int hd, float *out, int cold) {
+    (void)cold;
     for (int j = 0; j < G; j++) accum_i8_c(w + (size_t)j * wstride, v, vs, rows, hd, out + (size_t)j * hd);
 }
 

@@ -269,8 +269,9 @@ static void test_attn(void) {
                         memset(a, 0, sizeof(float) * G * ws);
                         memset(b, 0, sizeof(float) * G * ws);
                         memset(c, 0, sizeof(float) * G * ws);
-                        if (i8) op->scores_i8_g(q, G, k8, ks, rows, hd, 0.125f, a, ws);
-                        else op->scores_f16_g(q, G, k16, rows, hd, 0.125f, a, ws);
+                        const int cold = (G + rows) & 1; /* both paths (prefetching or not) */
+                        if (i8) op->scores_i8_g(q, G, k8, ks, rows, hd, 0.125f, a, ws, cold);
+                        else op->scores_f16_g(q, G, k16, rows, hd, 0.125f, a, ws, cold);
                         for (int j = 0; j < G; j++) {
                             if (i8) {
                                 op->scores_i8(q + j * hd, k8, ks, rows, hd, 0.125f, b + j * ws);
@@ -288,8 +289,8 @@ static void test_attn(void) {
                                   "vs plain C: %g vs %g", nano_kernel_variant_name(v), i8 ? "i8" : "f16",
                                   a[i], c[i]);
                         for (int i = 0; i < G * hd; i++) oa[i] = ob[i] = oc[i] = frand();
-                        if (i8) op->accum_i8_g(w, ws, G, k8, ks, rows, hd, oa);
-                        else op->accum_f16_g(w, ws, G, k16, rows, hd, oa);
+                        if (i8) op->accum_i8_g(w, ws, G, k8, ks, rows, hd, oa, !cold);
+                        else op->accum_f16_g(w, ws, G, k16, rows, hd, oa, !cold);
                         for (int j = 0; j < G; j++) {
                             if (i8) {
                                 op->accum_i8(w + j * ws, k8, ks, rows, hd, ob + j * hd);
