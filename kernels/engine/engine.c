@@ -218,8 +218,6 @@ static void *kv_take(char **cur, size_t bytes) {
 
 NANO_API void nano_context_free(nano_context *ctx) {
     if (!ctx) return;
-    int L = ctx->model ? ctx->model->cfg.n_layers : 0;
-    (void)L;
     free(ctx->kv_arena);
     free(ctx->k16); free(ctx->v16); free(ctx->k8); free(ctx->v8); free(ctx->ks); free(ctx->vs);
     free(ctx->cap);
