@@ -248,10 +248,9 @@ size_t nano_attn_scratch_floats(int head_dim, int n_heads) {
     return 16;
 }
 
-static void kv_store(nano_context *ctx, int l, int T, int pos0) {
+static void kv_store(nano_context *ctx, int l, int T, int pos0, const nano_attn_ops *ops) {
     const nano_config *c = &ctx->model->cfg;
     int hd = c->head_dim, nkv = c->n_kv_heads, cap = ctx->cap[l], kvd = nkv * hd;
-    const nano_attn_ops *ops = nano_attn_ops_get(hd);
     for (int t = 0; t < T; t++) {
         int slot = (pos0 + t) % cap;
         for (int h = 0; h < nkv; h++) {
@@ -305,8 +304,8 @@ static int layer_forward(nano_context *ctx, int l, int T, int pos0) {
             rope_apply(k, cs + (size_t)t * hd, hd);
         }
     }
-    kv_store(ctx, l, T, pos0);
     attn_job job = {ctx, l, T, pos0, nano_attn_ops_get(hd)};
+    kv_store(ctx, l, T, pos0, job.ops);
     if ((rc = nano_pool_run(ctx->pool, attn_task, &job)))
         return nano_set_error(NANO_ERR_KERNEL, "thread pool: %s", nano_kernel_status_string(rc));
     if ((rc = nano_linear_matmul(ctx, &L->wo, ctx->att, ctx->h, T, 0))) return rc;

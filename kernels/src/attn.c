@@ -83,9 +83,7 @@ static void softmax_c(float *s, int n) {
     for (int r = 0; r < n; r++) s[r] *= inv;
 }
 
-static void to_f16_c(const float *src, uint16_t *dst, int n) {
-    for (int i = 0; i < n; i++) dst[i] = nano_fp32_to_fp16(src[i]);
-}
+static void to_f16_c(const float *src, uint16_t *dst, int n) { nano_fp32_to_fp16_array(src, dst, (size_t)n); }
 
 const nano_attn_ops nano_attn_ops_c = {scores_f16_c,   accum_f16_c,   scores_i8_c,   accum_i8_c,
                                        scores_f16_g_c, accum_f16_g_c, scores_i8_g_c, accum_i8_g_c,

@@ -305,7 +305,7 @@ static void to_f16(const float *src, uint16_t *dst, int n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    for (; i < n; i++) dst[i] = nano_fp32_to_fp16(src[i]);
+    nano_fp32_to_fp16_array(src + i, dst + i, (size_t)(n - i));
 }
 
 const nano_attn_ops nano_attn_ops_avx2 = {scores_f16,   accum_f16,   scores_i8,   accum_i8,

@@ -209,7 +209,7 @@ typedef struct {
     const void *x;
     float *y;
     nano_q8_act *act; /* JOB_QUANT */
-    int guided;       /* GEMV: the thread count of a guided split (0: even split) */
+    int gnt;          /* GEMV: the thread count of a guided split (0: even split) */
 } job_t;
 
 #define ROW_ALIGN 16 /* output rows per thread chunk are a multiple of this */
@@ -256,6 +256,15 @@ static void out_rows(int n, int gnt, int c, int nc, int *lo, int *hi) {
     *hi = *hi * ROW_ALIGN < n ? *hi * ROW_ALIGN : n;
 }
 
+/* How many chunks a matmul over `units` row units is cut into: guided for a GEMV (m = 1)
+ * on several threads (*gnt = nt), else up to CHUNKS_PER_THREAD even ones (*gnt = 0). */
+#define CHUNKS_PER_THREAD 4 /* dynamic balance: a slow or descheduled thread loses chunks */
+static int out_chunks(int units, int m, int nt, int *gnt) {
+    *gnt = m == 1 && nt > 1 ? nt : 0;
+    if (*gnt) return guided(units, nt, -1, NULL, NULL);
+    return units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
+}
+
 /* chunk c of nc: a contiguous range of rows (quantization) or output columns */
 static void job_fn(void *arg, int c, int nc) {
     const job_t *j = (const job_t *)arg;
@@ -269,7 +278,7 @@ static void job_fn(void *arg, int c, int nc) {
                             j->act->d + (size_t)i * nb, j->act->ds + (size_t)i * nb);
         return;
     }
-    out_rows(j->n, j->guided, c, nc, &lo, &hi);
+    out_rows(j->n, j->gnt, c, nc, &lo, &hi);
     if (lo >= hi) return;
     switch (j->kind) {
     case JOB_Q4_F32: j->t->q4_f32(j->w, j->x, j->y, j->m, lo, hi); break;
@@ -278,8 +287,6 @@ static void job_fn(void *arg, int c, int nc) {
     case JOB_Q8_Q8: j->t->q8_q8(j->w, j->x, j->y, lo, hi); break;
     }
 }
-
-#define CHUNKS_PER_THREAD 4 /* dynamic balance: a slow or descheduled thread loses chunks */
 
 static int run_job(job_t *j, nano_pool *pool) {
     j->t = active();
@@ -290,11 +297,7 @@ static int run_job(job_t *j, nano_pool *pool) {
         nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
     } else {
         units = (j->n + ROW_ALIGN - 1) / ROW_ALIGN;
-        nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
-        if (j->m == 1 && nt > 1) {
-            j->guided = nt;
-            nc = guided(units, nt, -1, NULL, NULL);
-        }
+        nc = out_chunks(units, j->m, nt, &j->gnt);
     }
     if (!pool || nt == 1 || nc <= 1) {
         job_fn(j, 0, 1);
@@ -338,13 +341,13 @@ typedef struct {
     const nano_q4_matrix *const *w;
     float *const *y;
     const nano_q8_act *x;
-    int count, total, guided;
+    int count, total, gnt;
 } multi_job_t;
 
 static void multi_fn(void *arg, int c, int nc) {
     const multi_job_t *j = (const multi_job_t *)arg;
     int lo, hi;
-    out_rows(j->total, j->guided, c, nc, &lo, &hi);
+    out_rows(j->total, j->gnt, c, nc, &lo, &hi);
     for (int i = 0, base = 0; i < j->count && lo < hi; base += j->w[i]->n, i++) {
         const int a = lo > base ? lo - base : 0;
         const int b = hi - base < j->w[i]->n ? hi - base : j->w[i]->n;
@@ -366,11 +369,7 @@ NANO_API int nano_q4_matmul_q8act_multi(const nano_q4_matrix *const *w, float *c
     if (total > MAX_DIM) return NANO_K_ERR_SHAPE;
     multi_job_t j = {active(), w, y, x, count, (int)total, 0};
     const int nt = nano_pool_size(pool), units = (j.total + ROW_ALIGN - 1) / ROW_ALIGN;
-    int nc = units < nt * CHUNKS_PER_THREAD ? units : nt * CHUNKS_PER_THREAD;
-    if (x->m == 1 && nt > 1) {
-        j.guided = nt;
-        nc = guided(units, nt, -1, NULL, NULL);
-    }
+    const int nc = out_chunks(units, x->m, nt, &j.gnt);
     if (!pool || nt == 1 || nc <= 1) {
         multi_fn(&j, 0, 1);
         return NANO_K_OK;
